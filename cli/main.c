@@ -1,0 +1,44 @@
+/* main.c — `mailbus`, the command-line client: dispatches to cmd_*.c. */
+#include "cli/cli.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"migrate", mb_cli_migrate, "apply database migrations (safe to repeat)"},
+    {"decode", mb_cli_decode, "read one msgpack record on stdin, print it as JSON"},
+    {"dlq", mb_cli_dlq, "dlq list: show dead letters"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: mailbus COMMAND [ARGS...]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\n`mailbus COMMAND --help` describes each command.\n"
+               "Configuration comes from the environment (`scripts/services env`).\n");
+}
+
+int main(int argc, char **argv)
+{
+    mb_log_init("cli");
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "mailbus: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
