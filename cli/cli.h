@@ -5,6 +5,7 @@
 #define MB_CLI_H
 
 int mb_cli_decode(int argc, char **argv);  /* msgpack record on stdin -> JSON */
+int mb_cli_encode(int argc, char **argv);  /* JSON on stdin -> msgpack */
 int mb_cli_migrate(int argc, char **argv); /* apply db/migrations */
 int mb_cli_dlq(int argc, char **argv);     /* dlq list */
 

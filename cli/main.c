@@ -12,6 +12,7 @@ static const struct {
 } commands[] = {
     {"migrate", mb_cli_migrate, "apply database migrations (safe to repeat)"},
     {"decode", mb_cli_decode, "read one msgpack record on stdin, print it as JSON"},
+    {"encode", mb_cli_encode, "JSON on stdin -> msgpack record of SCHEMA"},
     {"dlq", mb_cli_dlq, "dlq list: show dead letters"},
 };
 
