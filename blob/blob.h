@@ -1,0 +1,109 @@
+/* blob.h — the content-addressed store of raw .eml files.
+ *
+ * Layout: <root>/ab/cd/<sha256hex>, where ab and cd are the first two byte
+ * pairs of the lowercase hex SHA-256 of the file's bytes. In-progress writes
+ * live in <root>/tmp/ (same file system, so publishing is a rename).
+ *
+ * Writing a message:
+ *
+ *     mb_blob_writer *w;
+ *     mb_blob_writer_open(store, &w);
+ *     while (more) if (mb_blob_write(w, p, n) != MB_OK) { mb_blob_writer_abort(w); ... }
+ *     mb_blob_writer_commit(w, hex, &size);    // consumes w, success or not
+ *     ... commit more messages ...
+ *     mb_blob_sync(store);                      // one durability point per batch
+ *     ... only now publish records that name these blobs ...
+ *
+ * DURABILITY CONTRACT (the fetch stage relies on this):
+ *   - mb_blob_writer_commit() makes the blob visible at its final path but does
+ *     NOT make it durable: it costs no fsync, so committing 500 messages costs
+ *     500 renames, not 500 fsyncs.
+ *   - After mb_blob_sync() returns MB_OK, every blob committed through this
+ *     store before the call started (including commits that found the blob
+ *     already present) is durable: its bytes and its directory entry survive a
+ *     power loss. Publish downstream records only after that.
+ *   - If mb_blob_sync() fails, durability of the pending blobs is unknown (on
+ *     Linux a failed fsync may drop the dirty pages). Do not publish or ack;
+ *     the safe reaction is to exit and let redelivery fetch the batch again.
+ *   - A crash between commit and sync can leave a truncated or empty file at a
+ *     final path. Commit therefore never trusts an existing blob blindly: it
+ *     checks the size and SHA-256 of the existing file, keeps it if it matches
+ *     (the normal dedup case — an intact blob is never rewritten), and replaces
+ *     it atomically only if it is damaged (logged as a warning).
+ *
+ * Sync strategies (mb_blob_set_sync_mode): MB_BLOB_SYNC_FS uses one syncfs(2)
+ * on the store's file system (default: measured fastest, see blob.c);
+ * MB_BLOB_SYNC_FILES fdatasyncs every pending blob and fsyncs every touched
+ * directory.
+ *
+ * Threads: a store may be shared by threads; a writer belongs to one thread.
+ * Ownership: every object returned through an out-parameter is owned by the
+ * caller and released with its _free / _abort / _commit / _unmap. */
+#ifndef MB_BLOB_H
+#define MB_BLOB_H
+
+#include "util/mb.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mb_blob_store mb_blob_store;
+typedef struct mb_blob_writer mb_blob_writer;
+typedef struct mb_blob_mapping mb_blob_mapping; /* a function is named mb_blob_map */
+
+typedef enum {
+    MB_BLOB_SYNC_FS,    /* syncfs(2) on the store's file system */
+    MB_BLOB_SYNC_FILES, /* fdatasync each pending blob + fsync touched dirs */
+} mb_blob_sync_mode;
+
+/* Temp files older than this at open time are crash leftovers (a live writer
+ * never takes this long) and are removed by mb_blob_store_open(). */
+#define MB_BLOB_STALE_TMP_MINUTES 60
+
+/* Open (creating root and root/tmp if needed) and clean stale temp files. */
+mb_status mb_blob_store_open(const char *root, mb_blob_store **out);
+void mb_blob_store_free(mb_blob_store *s);
+const char *mb_blob_store_root(const mb_blob_store *s);
+void mb_blob_set_sync_mode(mb_blob_store *s, mb_blob_sync_mode mode);
+
+/* Remove files in root/tmp/ last modified more than older_than_minutes ago
+ * (0 removes all — only safe when no other writer shares the store). */
+mb_status mb_blob_cleanup_tmp(mb_blob_store *s, int older_than_minutes, unsigned *removed);
+
+/* Streaming writer: hashes incrementally, buffers at most 64 KB in memory. */
+mb_status mb_blob_writer_open(mb_blob_store *s, mb_blob_writer **out);
+/* On failure the writer stays valid and must be aborted. */
+mb_status mb_blob_write(mb_blob_writer *w, const void *p, size_t n);
+/* Publish at <root>/ab/cd/<hex>. Always consumes w (frees it); on failure
+ * nothing is left at the final path and the temp file is removed. */
+mb_status mb_blob_writer_commit(mb_blob_writer *w, char hex_out[65], uint64_t *size_out);
+/* Discard the temp file and free w. NULL is a no-op. */
+void mb_blob_writer_abort(mb_blob_writer *w);
+
+/* Make every blob committed before this call durable (see contract above). */
+mb_status mb_blob_sync(mb_blob_store *s);
+/* Blobs committed since the last successful sync. */
+size_t mb_blob_pending(mb_blob_store *s);
+
+/* Path of a blob; MB_ERR_INVALID unless hex is exactly 64 lowercase hex
+ * characters, MB_ERR_TOOBIG if outlen is too small. */
+mb_status mb_blob_path(const mb_blob_store *s, const char *hex, char *out, size_t outlen);
+mb_status mb_blob_exists(mb_blob_store *s, const char *hex, bool *out);
+
+/* Read-only mapping of a blob (MADV_SEQUENTIAL). An empty blob maps to a
+ * zero-length, non-NULL data pointer. *m owns the mapping; data is valid until
+ * mb_blob_unmap(*m). MB_ERR_NOTFOUND if absent. */
+mb_status mb_blob_map(mb_blob_store *s, const char *hex, const char **data, size_t *len,
+                      mb_blob_mapping **m);
+void mb_blob_unmap(mb_blob_mapping *m);
+
+/* Recompute the SHA-256 of a stored blob: MB_OK if it matches its name,
+ * MB_ERR_INVALID if damaged, MB_ERR_NOTFOUND if absent. */
+mb_status mb_blob_verify(mb_blob_store *s, const char *hex);
+
+/* Fault injection (tests): the n-th next write/fsync/rename/mkdir issued by
+ * this store (n >= 1) fails with errno_value; n = 0 disarms. One-shot. */
+void mb_blob_fault_after(mb_blob_store *s, int n, int errno_value);
+
+#endif
