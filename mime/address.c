@@ -1,0 +1,218 @@
+/* address.c — From/To/Cc/Bcc/Reply-To lists into mb_address values.
+ *
+ * A forgiving RFC 5322 reader: groups ("undisclosed-recipients:;" yields
+ * nothing, members of named groups are kept), quoted names with escapes,
+ * comments (used as the name of a bare "addr (Name)"), angle addresses with
+ * obsolete routes ("<@relay:user@host>" keeps user@host), bare addresses,
+ * and RFC 2047 words in names (even inside quotes, as many mailers write).
+ * Addresses are kept as written, trimmed; names are decoded to UTF-8. */
+#include "mime/mime.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void mb_mime_addresses_free(mb_addressv *v)
+{
+    for (size_t i = 0; i < v->n; i++) {
+        free(v->v[i].name);
+        free(v->v[i].addr);
+    }
+    free(v->v);
+    v->v = NULL;
+    v->n = 0;
+}
+
+static bool is_ws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+/* Collapse runs of whitespace and trim; in place on a buffer. */
+static void collapse(mb_buf *b)
+{
+    size_t o = 0;
+    bool sp = false;
+    for (size_t i = 0; i < b->len; i++) {
+        char c = b->data[i];
+        if (is_ws(c)) {
+            sp = o > 0;
+            continue;
+        }
+        if (sp)
+            b->data[o++] = ' ';
+        sp = false;
+        b->data[o++] = c;
+    }
+    b->len = o;
+    if (b->data)
+        b->data[o] = '\0';
+}
+
+/* One mailbox: the text between top-level separators. */
+static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
+                             mb_mime_defects *d, const char *what)
+{
+    mb_buf name = MB_BUF_INIT, addr = MB_BUF_INIT, comment = MB_BUF_INIT, dec = MB_BUF_INIT;
+    mb_status s = MB_OK;
+    bool angle = false;
+    const char *last_word_end = NULL; /* for spacing between words */
+    while (p < end && !s) {
+        char c = *p;
+        if (c == '"') {
+            if (last_word_end && !angle)
+                s = mb_buf_putc(&name, ' ');
+            p++;
+            while (p < end && *p != '"' && !s) {
+                if (*p == '\\' && p + 1 < end)
+                    p++;
+                s = mb_buf_putc(angle ? &addr : &name, *p);
+                p++;
+            }
+            if (p < end)
+                p++;
+            last_word_end = p;
+        } else if (c == '(') {
+            int depth = 0;
+            const char *cs = p;
+            while (p < end) {
+                if (*p == '\\' && p + 1 < end) { p += 2; continue; }
+                if (*p == '(') depth++;
+                else if (*p == ')' && --depth == 0) { p++; break; }
+                p++;
+            }
+            const char *ce = p;
+            if (ce > cs + 1 && ce[-1] == ')')
+                ce--;
+            if (!comment.len && ce > cs + 1)
+                s = mb_buf_append(&comment, cs + 1, (size_t)(ce - cs - 1));
+        } else if (c == '<' && !angle) {
+            angle = true;
+            mb_buf_reset(&addr); /* text before '<' was the name, not an address */
+            p++;
+            const char *as = p;
+            while (p < end && *p != '>')
+                p++;
+            const char *ae = p;
+            /* obsolete route: everything up to the last ':' goes */
+            const char *colon = NULL;
+            for (const char *q = as; q < ae; q++)
+                if (*q == ':')
+                    colon = q;
+            if (colon && as < ae && *as == '@')
+                as = colon + 1;
+            for (const char *q = as; q < ae && !s; q++)
+                if (!is_ws(*q) && *q != '"')
+                    s = mb_buf_putc(&addr, *q);
+            if (p < end)
+                p++;
+        } else if (is_ws(c)) {
+            p++;
+        } else {
+            const char *ws = p;
+            while (p < end && !is_ws(*p) && *p != '"' && *p != '(' && *p != '<')
+                p++;
+            if (!angle) {
+                if (name.len && !s)
+                    s = mb_buf_putc(&name, ' ');
+                if (!s)
+                    s = mb_buf_append(&name, ws, (size_t)(p - ws));
+            }
+            last_word_end = p;
+        }
+    }
+    if (s)
+        goto done;
+    if (!angle) {
+        /* Bare addr-spec: what we collected as "name" is the address, a
+         * comment (if any) is the name. */
+        mb_buf tmp = name;
+        name = comment;
+        comment = tmp;
+        for (size_t i = 0; i < comment.len && !s; i++)
+            if (!is_ws(comment.data[i]))
+                s = mb_buf_putc(&addr, comment.data[i]);
+    }
+    collapse(&name);
+    if (!addr.len && !name.len)
+        goto done;
+    if (out->n >= MB_MIME_MAX_ADDRESSES) {
+        mb_mime_defect(d, "more than %d addresses in %s, rest ignored", MB_MIME_MAX_ADDRESSES,
+                       what);
+        goto done;
+    }
+    mb_address a = {NULL, NULL};
+    if (name.len) {
+        if ((s = mb_mime_decode_header(name.data, name.len, &dec, d, what)))
+            goto done;
+        collapse(&dec);
+        if (dec.len && !(a.name = mb_strndup(dec.data, dec.len))) {
+            s = MB_ERR_NOMEM;
+            goto done;
+        }
+    }
+    mb_buf_reset(&dec);
+    if ((s = mb_mime_to_utf8(NULL, addr.data ? addr.data : "", addr.len, &dec, NULL)) ||
+        !(a.addr = mb_strndup(dec.data ? dec.data : "", dec.len))) {
+        free(a.name);
+        s = s ? s : MB_ERR_NOMEM;
+        goto done;
+    }
+    mb_address *nv = realloc(out->v, (out->n + 1) * sizeof *nv);
+    if (!nv) {
+        free(a.name);
+        free(a.addr);
+        s = mb_errf(MB_ERR_NOMEM, "address list");
+        goto done;
+    }
+    out->v = nv;
+    out->v[out->n++] = a;
+done:
+    mb_buf_free(&name);
+    mb_buf_free(&addr);
+    mb_buf_free(&comment);
+    mb_buf_free(&dec);
+    return s;
+}
+
+mb_status mb_mime_addresses_parse(const char *in, size_t n, mb_addressv *out,
+                                  mb_mime_defects *d, const char *what)
+{
+    const char *p = in, *end = in + n, *start = in;
+    mb_status s = MB_OK;
+    while (p <= end && !s) {
+        if (p == end || *p == ',' || *p == ';') {
+            s = one_mailbox(start, p, out, d, what);
+            start = ++p;
+            continue;
+        }
+        switch (*p) {
+        case '"':
+            for (p++; p < end && *p != '"'; p++)
+                if (*p == '\\' && p + 1 < end)
+                    p++;
+            if (p < end)
+                p++;
+            break;
+        case '(': {
+            int depth = 0;
+            while (p < end) {
+                if (*p == '\\' && p + 1 < end) { p += 2; continue; }
+                if (*p == '(') depth++;
+                else if (*p == ')' && --depth == 0) { p++; break; }
+                p++;
+            }
+            break;
+        }
+        case '<':
+            while (p < end && *p != '>')
+                p++;
+            if (p < end)
+                p++;
+            break;
+        case ':':
+            /* group name: drop it, members follow */
+            start = ++p;
+            break;
+        default:
+            p++;
+        }
+    }
+    return s;
+}
