@@ -8,5 +8,10 @@ int mb_cli_decode(int argc, char **argv);  /* msgpack record on stdin -> JSON */
 int mb_cli_encode(int argc, char **argv);  /* JSON on stdin -> msgpack */
 int mb_cli_migrate(int argc, char **argv); /* apply db/migrations */
 int mb_cli_dlq(int argc, char **argv);     /* dlq list */
+int mb_cli_account(int argc, char **argv); /* account add|list|remove */
+int mb_cli_import(int argc, char **argv);  /* import start|pause|resume|cancel|status */
+int mb_cli_jobs(int argc, char **argv);    /* jobs table */
+int mb_cli_watch(int argc, char **argv);   /* live progress of a job */
+int mb_cli_messages(int argc, char **argv); /* stored messages as JSON lines */
 
 #endif

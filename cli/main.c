@@ -10,6 +10,11 @@ static const struct {
     int (*fn)(int, char **);
     const char *help;
 } commands[] = {
+    {"account", mb_cli_account, "add, list or remove a mail account"},
+    {"import", mb_cli_import, "start, pause, resume, cancel an import; prints the job id"},
+    {"jobs", mb_cli_jobs, "import jobs and their progress (--json)"},
+    {"watch", mb_cli_watch, "live progress of a job until it ends"},
+    {"messages", mb_cli_messages, "stored messages of an account as JSON lines"},
     {"migrate", mb_cli_migrate, "apply database migrations (safe to repeat)"},
     {"decode", mb_cli_decode, "read one msgpack record on stdin, print it as JSON"},
     {"encode", mb_cli_encode, "JSON on stdin -> msgpack record of SCHEMA"},

@@ -1,0 +1,496 @@
+/* job.c — import jobs in Postgres (see job.h). All writes are idempotent;
+ * batches go through unnest() of array parameters. */
+#include "stages/common/job.h"
+
+#include "schemas/schema.h"
+#include "util/buf.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int nparams;
+    const char *sql;
+} stmts[] = {
+    {"job_create", 2,
+     "INSERT INTO sync_jobs (account_id, type, status, options, started_at) "
+     "VALUES ($1, 'import', 'scanning', $2::jsonb, now()) RETURNING id"},
+    {"job_get", 1,
+     "SELECT account_id, status, coalesce((options->>'defer_attachments')::bool, false) "
+     "FROM sync_jobs WHERE id = $1"},
+    {"job_set_status", 3,
+     "UPDATE sync_jobs SET status = $2, error = coalesce($3, error), updated_at = now(), "
+     "finished_at = CASE WHEN $2 IN ('completed','failed','cancelled') THEN now() END "
+     "WHERE id = $1 AND status NOT IN ('completed','failed','cancelled')"},
+    {"job_problem", 4,
+     "WITH h AS (INSERT INTO sync_history (account_id, job_id, event, detail) "
+     "VALUES ($2, $1, $3, jsonb_build_object('detail', $4::text)) RETURNING 1) "
+     "UPDATE sync_jobs SET error = $3 || ': ' || $4, updated_at = now() WHERE id = $1"},
+    {"job_folder_clear", 2,
+     "WITH d AS (DELETE FROM job_messages WHERE job_id = $1 AND folder_id = $2) "
+     "DELETE FROM job_chunks WHERE job_id = $1 AND folder_id = $2"},
+    {"job_chunk_insert", 7,
+     "INSERT INTO job_chunks (job_id, folder_id, seq, uid_first, uid_last, message_count, bytes) "
+     "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+     "ON CONFLICT (job_id, seq) DO UPDATE SET folder_id = EXCLUDED.folder_id, "
+     "uid_first = EXCLUDED.uid_first, uid_last = EXCLUDED.uid_last, "
+     "message_count = EXCLUDED.message_count, bytes = EXCLUDED.bytes, state = 'pending' "
+     "RETURNING id"},
+    {"job_messages_insert", 7,
+     "INSERT INTO job_messages (job_id, folder_id, chunk_id, uid, size, internal_date, flags) "
+     "SELECT $1, $2, $3, u.uid, u.size, u.idate, u.flags::text[] "
+     "FROM unnest($4::bigint[], $5::bigint[], $6::bigint[], $7::text[]) "
+     "AS u(uid, size, idate, flags) "
+     "ON CONFLICT (job_id, folder_id, uid) DO UPDATE SET chunk_id = EXCLUDED.chunk_id, "
+     "size = EXCLUDED.size, internal_date = EXCLUDED.internal_date, flags = EXCLUDED.flags"},
+    {"job_scan_done", 1,
+     "UPDATE sync_jobs j SET status = 'running', updated_at = now(), "
+     "total_messages = t.n, total_bytes = t.b, scanned = t.n "
+     "FROM (SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM job_messages "
+     "WHERE job_id = $1) t WHERE j.id = $1 AND j.status = 'scanning'"},
+    {"job_chunks_done", 1,
+     "UPDATE job_chunks c SET state = 'done', updated_at = now(), stored_count = "
+     "(SELECT count(*) FROM job_messages m WHERE m.chunk_id = c.id AND m.st & 4 <> 0) "
+     "WHERE c.job_id = $1 AND c.state = 'published' AND NOT EXISTS "
+     "(SELECT 1 FROM job_messages m WHERE m.chunk_id = c.id AND m.st & 12 = 0)"},
+    {"job_chunks_next", 2,
+     "SELECT id FROM job_chunks WHERE job_id = $1 AND state = 'pending' ORDER BY seq "
+     "LIMIT greatest(0, $2::int - (SELECT count(*) FROM job_chunks "
+     "WHERE job_id = $1 AND state = 'published'))"},
+    {"job_chunk_head", 1,
+     "SELECT c.job_id, j.account_id, c.folder_id, coalesce(f.remote_name, f.name), f.uidvalidity, "
+     "coalesce((j.options->>'defer_attachments')::bool, false) "
+     "FROM job_chunks c JOIN sync_jobs j ON j.id = c.job_id JOIN folders f ON f.id = c.folder_id "
+     "WHERE c.id = $1"},
+    {"job_chunk_items", 1,
+     "SELECT uid, size, internal_date, flags FROM job_messages WHERE chunk_id = $1 "
+     "ORDER BY uid DESC"},
+    {"job_chunk_published", 1,
+     "UPDATE job_chunks SET state = 'published', published_at = now(), updated_at = now() "
+     "WHERE id = $1 AND state = 'pending'"},
+    {"job_requeue", 1,
+     "UPDATE job_chunks SET state = 'pending' WHERE job_id = $1 AND state = 'published'"},
+    {"job_mark", 4,
+     "UPDATE job_messages m SET st = m.st | $2::smallint FROM unnest($3::bigint[], $4::bigint[]) "
+     "AS u(f, uid) WHERE m.job_id = $1 AND m.folder_id = u.f AND m.uid = u.uid "
+     "AND m.st & $2::smallint = 0"},
+    {"job_marked", 4,
+     "SELECT uid FROM job_messages WHERE job_id = $1 AND folder_id = $2 "
+     "AND uid = ANY($4::bigint[]) AND st & $3::smallint <> 0"},
+    {"job_refresh", 1,
+     "WITH m AS (SELECT count(*) FILTER (WHERE st & 1 <> 0) AS f, "
+     "count(*) FILTER (WHERE st & 2 <> 0) AS p, count(*) FILTER (WHERE st & 4 <> 0) AS s, "
+     "count(*) FILTER (WHERE st & 8 <> 0) AS e, "
+     "coalesce(sum(size) FILTER (WHERE st & 1 <> 0), 0) AS b FROM job_messages WHERE job_id = $1), "
+     "a AS (SELECT count(*) FILTER (WHERE scan_status = 'pending') AS pend, "
+     "count(*) FILTER (WHERE scan_status <> 'pending') AS done, "
+     "count(*) FILTER (WHERE scan_status = 'infected') AS inf FROM attachments WHERE job_id = $1) "
+     "UPDATE sync_jobs j SET fetched = m.f, parsed = m.p, stored = m.s, errors = m.e, "
+     "bytes_fetched = m.b, av_pending = a.pend, av_scanned = a.done, av_infected = a.inf "
+     "FROM m, a WHERE j.id = $1 RETURNING j.status, j.total_messages, j.total_bytes, j.scanned, "
+     "j.fetched, j.parsed, j.stored, j.bytes_fetched, j.av_scanned, j.av_pending, "
+     "j.av_infected, j.errors, j.error"},
+    {"job_try_complete", 1,
+     "UPDATE sync_jobs SET status = 'completed', finished_at = now(), updated_at = now() "
+     "WHERE id = $1 AND status = 'running' "
+     "AND NOT EXISTS (SELECT 1 FROM job_chunks WHERE job_id = $1 AND state <> 'done') "
+     "AND NOT EXISTS (SELECT 1 FROM attachments WHERE job_id = $1 AND scan_status = 'pending') "
+     "RETURNING id"},
+    {"job_list_status", 2,
+     "SELECT id FROM sync_jobs WHERE status = $1 ORDER BY id LIMIT $2"},
+};
+
+mb_status mb_job_prepare(mb_db *db)
+{
+    for (size_t i = 0; i < MB_ARRAY_LEN(stmts); i++) {
+        mb_status s = mb_db_prepare(db, stmts[i].name, stmts[i].sql, stmts[i].nparams);
+        if (s)
+            return mb_err_wrap(s, "preparing %s", stmts[i].name);
+    }
+    return MB_OK;
+}
+
+#define U64STR(var, v) char var[24]; snprintf(var, sizeof var, "%" PRIu64, (uint64_t)(v))
+
+static mb_status exec(mb_db *db, const char *name, int n, const char *const *p, PGresult **out)
+{
+    return mb_db_exec_prepared(db, name, n, p, out);
+}
+
+static uint64_t col_u64(PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return 0;
+    return strtoull(PQgetvalue(r, row, col), NULL, 10);
+}
+
+mb_status mb_job_create(mb_db *db, uint64_t account_id, const char *options_json, uint64_t *job_out)
+{
+    U64STR(a, account_id);
+    const char *p[] = {a, options_json ? options_json : "{}"};
+    PGresult *r;
+    mb_status s = exec(db, "job_create", 2, p, &r);
+    if (s)
+        return s;
+    *job_out = col_u64(r, 0, 0);
+    PQclear(r);
+    return MB_OK;
+}
+
+mb_status mb_job_get(mb_db *db, uint64_t job, mb_job_info *out)
+{
+    U64STR(j, job);
+    const char *p[] = {j};
+    PGresult *r;
+    mb_status s = exec(db, "job_get", 1, p, &r);
+    if (s)
+        return s;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return mb_errf(MB_ERR_NOTFOUND, "job %" PRIu64 " does not exist", job);
+    }
+    memset(out, 0, sizeof *out);
+    out->id = job;
+    out->account_id = col_u64(r, 0, 0);
+    snprintf(out->status, sizeof out->status, "%s", PQgetvalue(r, 0, 1));
+    out->defer_attachments = PQgetvalue(r, 0, 2)[0] == 't';
+    PQclear(r);
+    return MB_OK;
+}
+
+mb_status mb_job_set_status(mb_db *db, uint64_t job, const char *status, const char *error)
+{
+    U64STR(j, job);
+    const char *p[] = {j, status, error};
+    return exec(db, "job_set_status", 3, p, NULL);
+}
+
+mb_status mb_job_problem(mb_db *db, uint64_t job, uint64_t account_id, const char *what,
+                         const char *detail)
+{
+    U64STR(j, job);
+    U64STR(a, account_id);
+    const char *p[] = {j, a, what, detail ? detail : ""};
+    return exec(db, "job_problem", 4, p, NULL);
+}
+
+/* Insert one chunk: items[lo..hi] (inclusive, ascending UIDs). */
+static mb_status add_chunk(mb_db *db, uint64_t job, uint64_t folder_id, int seq,
+                           const mb_fetch_item *items, size_t lo, size_t hi, uint64_t bytes)
+{
+    U64STR(j, job);
+    U64STR(f, folder_id);
+    char sq[16], cnt[16];
+    snprintf(sq, sizeof sq, "%d", seq);
+    snprintf(cnt, sizeof cnt, "%zu", hi - lo + 1);
+    U64STR(first, items[lo].uid);
+    U64STR(last, items[hi].uid);
+    U64STR(b, bytes);
+    const char *p[] = {j, f, sq, first, last, cnt, b};
+    PGresult *r;
+    mb_status s = exec(db, "job_chunk_insert", 7, p, &r);
+    if (s)
+        return s;
+    U64STR(chunk, col_u64(r, 0, 0));
+    PQclear(r);
+
+    mb_pgarr uids = MB_PGARR_INIT, sizes = MB_PGARR_INIT, dates = MB_PGARR_INIT,
+             flags = MB_PGARR_INIT, one = MB_PGARR_INIT;
+    for (size_t i = lo; i <= hi && !s; i++) {
+        s = mb_pgarr_add_u64(&uids, items[i].uid);
+        if (!s) s = mb_pgarr_add_u64(&sizes, items[i].size);
+        if (!s) s = mb_pgarr_add_i64(&dates, items[i].internal_date);
+        mb_pgarr_reset(&one);
+        for (size_t k = 0; k < items[i].flags.n && !s; k++)
+            s = mb_pgarr_add_str(&one, items[i].flags.v[k]);
+        if (!s) s = mb_pgarr_add_str(&flags, mb_pgarr_cstr(&one));
+    }
+    if (!s) {
+        const char *q[] = {j, f, chunk, mb_pgarr_cstr(&uids), mb_pgarr_cstr(&sizes),
+                           mb_pgarr_cstr(&dates), mb_pgarr_cstr(&flags)};
+        s = exec(db, "job_messages_insert", 7, q, NULL);
+    }
+    mb_pgarr_free(&uids);
+    mb_pgarr_free(&sizes);
+    mb_pgarr_free(&dates);
+    mb_pgarr_free(&flags);
+    mb_pgarr_free(&one);
+    return s;
+}
+
+mb_status mb_job_add_folder(mb_db *db, uint64_t job, uint64_t folder_id,
+                            const mb_fetch_item *items, size_t n, int *seq_io)
+{
+    U64STR(j, job);
+    U64STR(f, folder_id);
+    const char *p[] = {j, f};
+    mb_status s = mb_db_begin(db);
+    if (!s) s = exec(db, "job_folder_clear", 2, p, NULL);
+    /* Newest first: walk down from the highest UID. */
+    size_t hi = n;
+    while (!s && hi > 0) {
+        size_t lo = hi - 1;
+        uint64_t bytes = items[lo].size;
+        while (lo > 0 && hi - lo < MB_CHUNK_MAX_MSGS &&
+               bytes + items[lo - 1].size <= MB_CHUNK_MAX_BYTES) {
+            lo--;
+            bytes += items[lo].size;
+        }
+        s = add_chunk(db, job, folder_id, (*seq_io)++, items, lo, hi - 1, bytes);
+        hi = lo;
+    }
+    if (!s)
+        return mb_db_commit(db);
+    mb_db_rollback(db);
+    return s;
+}
+
+mb_status mb_job_scan_done(mb_db *db, uint64_t job)
+{
+    U64STR(j, job);
+    const char *p[] = {j};
+    return exec(db, "job_scan_done", 1, p, NULL);
+}
+
+mb_status mb_job_chunks_to_publish(mb_db *db, uint64_t job, int max_inflight, uint64_t *ids_out,
+                                   size_t max, size_t *n_out)
+{
+    U64STR(j, job);
+    char mx[16];
+    snprintf(mx, sizeof mx, "%d", max_inflight);
+    const char *p[] = {j, mx};
+    *n_out = 0;
+    mb_status s = exec(db, "job_chunks_done", 1, p, NULL);
+    if (s)
+        return s;
+    PGresult *r;
+    if ((s = exec(db, "job_chunks_next", 2, p, &r)))
+        return s;
+    for (int i = 0; i < PQntuples(r) && *n_out < max; i++)
+        ids_out[(*n_out)++] = col_u64(r, i, 0);
+    PQclear(r);
+    return MB_OK;
+}
+
+/* Parse a text[] literal as returned by Postgres ({a,"b c"}) into v. */
+static mb_status parse_text_array(const char *lit, mb_strv *v)
+{
+    size_t len = strlen(lit);
+    if (len < 2 || lit[0] != '{' || lit[len - 1] != '}')
+        return mb_errf(MB_ERR_INVALID, "not an array literal: %.40s", lit);
+    mb_buf cur = MB_BUF_INIT;
+    const char *p = lit + 1, *end = lit + len - 1;
+    mb_status s = MB_OK;
+    while (p < end && !s) {
+        mb_buf_reset(&cur);
+        if (*p == '"') {
+            for (p++; p < end && *p != '"' && !s; p++) {
+                if (*p == '\\' && p + 1 < end)
+                    p++;
+                s = mb_buf_putc(&cur, *p);
+            }
+            p++; /* closing quote */
+        } else {
+            for (; p < end && *p != ',' && !s; p++)
+                s = mb_buf_putc(&cur, *p);
+        }
+        if (s)
+            break;
+        char **nv = realloc(v->v, (v->n + 1) * sizeof *nv);
+        if (!nv) {
+            s = mb_errf(MB_ERR_NOMEM, "flags array");
+            break;
+        }
+        v->v = nv;
+        if (!(v->v[v->n] = mb_strdup(mb_buf_cstr(&cur)))) {
+            s = MB_ERR_NOMEM;
+            break;
+        }
+        v->n++;
+        if (p < end && *p == ',')
+            p++;
+    }
+    mb_buf_free(&cur);
+    return s;
+}
+
+mb_status mb_job_chunk_task(mb_db *db, uint64_t chunk_id, mb_rec_fetch *out)
+{
+    U64STR(c, chunk_id);
+    const char *p[] = {c};
+    memset(out, 0, sizeof *out);
+    PGresult *r;
+    mb_status s = exec(db, "job_chunk_head", 1, p, &r);
+    if (s)
+        return s;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return mb_errf(MB_ERR_NOTFOUND, "chunk %" PRIu64 " does not exist", chunk_id);
+    }
+    out->chunk_id = chunk_id;
+    out->job = col_u64(r, 0, 0);
+    out->account_id = col_u64(r, 0, 1);
+    out->folder_id = col_u64(r, 0, 2);
+    out->folder = mb_strdup(PQgetvalue(r, 0, 3));
+    out->uidvalidity = col_u64(r, 0, 4);
+    out->defer_attachments = PQgetvalue(r, 0, 5)[0] == 't';
+    PQclear(r);
+    if (!out->folder)
+        return MB_ERR_NOMEM;
+    if ((s = exec(db, "job_chunk_items", 1, p, &r))) {
+        mb_rec_free(&mb_type_fetch, out);
+        return s;
+    }
+    size_t n = (size_t)PQntuples(r);
+    out->items.v = calloc(n ? n : 1, sizeof *out->items.v);
+    if (!out->items.v)
+        s = mb_errf(MB_ERR_NOMEM, "chunk %" PRIu64 ": %zu items", chunk_id, n);
+    for (size_t i = 0; i < n && !s; i++) {
+        mb_fetch_item *it = &out->items.v[i];
+        out->items.n = i + 1;
+        it->uid = col_u64(r, (int)i, 0);
+        it->size = col_u64(r, (int)i, 1);
+        it->internal_date = strtoll(PQgetvalue(r, (int)i, 2), NULL, 10);
+        s = parse_text_array(PQgetvalue(r, (int)i, 3), &it->flags);
+    }
+    PQclear(r);
+    if (s)
+        mb_rec_free(&mb_type_fetch, out);
+    return s;
+}
+
+mb_status mb_job_chunk_published(mb_db *db, uint64_t chunk_id)
+{
+    U64STR(c, chunk_id);
+    const char *p[] = {c};
+    return exec(db, "job_chunk_published", 1, p, NULL);
+}
+
+mb_status mb_job_requeue_chunks(mb_db *db, uint64_t job)
+{
+    U64STR(j, job);
+    const char *p[] = {j};
+    return exec(db, "job_requeue", 1, p, NULL);
+}
+
+mb_status mb_job_mark(mb_db *db, uint64_t job, int bit, const uint64_t *folder_ids,
+                      const uint64_t *uids, size_t n)
+{
+    if (n == 0)
+        return MB_OK;
+    U64STR(j, job);
+    char b[8];
+    snprintf(b, sizeof b, "%d", bit);
+    mb_pgarr fa = MB_PGARR_INIT, ua = MB_PGARR_INIT;
+    mb_status s = MB_OK;
+    for (size_t i = 0; i < n && !s; i++) {
+        s = mb_pgarr_add_u64(&fa, folder_ids[i]);
+        if (!s) s = mb_pgarr_add_u64(&ua, uids[i]);
+    }
+    if (!s) {
+        const char *p[] = {j, b, mb_pgarr_cstr(&fa), mb_pgarr_cstr(&ua)};
+        s = exec(db, "job_mark", 4, p, NULL);
+    }
+    mb_pgarr_free(&fa);
+    mb_pgarr_free(&ua);
+    return s;
+}
+
+mb_status mb_job_marked(mb_db *db, uint64_t job, uint64_t folder_id, int bit,
+                        const uint64_t *uids, size_t n, bool *out)
+{
+    for (size_t i = 0; i < n; i++)
+        out[i] = false;
+    if (n == 0)
+        return MB_OK;
+    U64STR(j, job);
+    U64STR(f, folder_id);
+    char b[8];
+    snprintf(b, sizeof b, "%d", bit);
+    mb_pgarr ua = MB_PGARR_INIT;
+    mb_status s = MB_OK;
+    for (size_t i = 0; i < n && !s; i++)
+        s = mb_pgarr_add_u64(&ua, uids[i]);
+    PGresult *r = NULL;
+    if (!s) {
+        const char *p[] = {j, f, b, mb_pgarr_cstr(&ua)};
+        s = exec(db, "job_marked", 4, p, &r);
+    }
+    mb_pgarr_free(&ua);
+    if (s)
+        return s;
+    for (int row = 0; row < PQntuples(r); row++) {
+        uint64_t uid = col_u64(r, row, 0);
+        for (size_t i = 0; i < n; i++)
+            if (uids[i] == uid)
+                out[i] = true;
+    }
+    PQclear(r);
+    return MB_OK;
+}
+
+mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev)
+{
+    U64STR(j, job);
+    const char *p[] = {j};
+    PGresult *r;
+    mb_status s = exec(db, "job_refresh", 1, p, &r);
+    if (s)
+        return s;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return mb_errf(MB_ERR_NOTFOUND, "job %" PRIu64 " does not exist", job);
+    }
+    memset(ev, 0, sizeof *ev);
+    ev->job = job;
+    ev->status = mb_strdup(PQgetvalue(r, 0, 0));
+    ev->total = col_u64(r, 0, 1);
+    ev->total_bytes = col_u64(r, 0, 2);
+    ev->scanned = col_u64(r, 0, 3);
+    ev->fetched = col_u64(r, 0, 4);
+    ev->parsed = col_u64(r, 0, 5);
+    ev->stored = col_u64(r, 0, 6);
+    ev->bytes = col_u64(r, 0, 7);
+    ev->av_scanned = col_u64(r, 0, 8);
+    ev->av_pending = col_u64(r, 0, 9);
+    ev->av_infected = col_u64(r, 0, 10);
+    ev->errors = col_u64(r, 0, 11);
+    if (!PQgetisnull(r, 0, 12))
+        ev->error = mb_strdup(PQgetvalue(r, 0, 12));
+    PQclear(r);
+    return ev->status ? MB_OK : MB_ERR_NOMEM;
+}
+
+mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out)
+{
+    U64STR(j, job);
+    const char *p[] = {j};
+    PGresult *r;
+    mb_status s = exec(db, "job_chunks_done", 1, p, NULL);
+    if (!s) s = exec(db, "job_try_complete", 1, p, &r);
+    if (s)
+        return s;
+    *done_out = PQntuples(r) == 1;
+    PQclear(r);
+    return MB_OK;
+}
+
+mb_status mb_job_list_status(mb_db *db, const char *status, uint64_t *ids_out, size_t max,
+                             size_t *n_out)
+{
+    char mx[24];
+    snprintf(mx, sizeof mx, "%zu", max);
+    const char *p[] = {status, mx};
+    PGresult *r;
+    *n_out = 0;
+    mb_status s = exec(db, "job_list_status", 2, p, &r);
+    if (s)
+        return s;
+    for (int i = 0; i < PQntuples(r) && *n_out < max; i++)
+        ids_out[(*n_out)++] = col_u64(r, i, 0);
+    PQclear(r);
+    return MB_OK;
+}

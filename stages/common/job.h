@@ -1,0 +1,87 @@
+/* job.h — import jobs in Postgres: creation, chunking, per-message progress
+ * bits, counters, completion. Every stage records its progress here; the scan
+ * stage's coordinator reads it to keep a bounded number of chunks in flight
+ * and to publish progress and completion events.
+ *
+ * Exactness under redelivery: each message of a job has a row in
+ * job_messages with a bit set (st) per stage that finished it. Setting a bit
+ * is idempotent, and the job's counters are recounted from these bits, so a
+ * record handled twice is counted once. */
+#ifndef MB_STAGE_JOB_H
+#define MB_STAGE_JOB_H
+
+#include "db/db.h"
+#include "schemas/records.h"
+
+enum {
+    MB_JOB_FETCHED = 1,
+    MB_JOB_PARSED = 2,
+    MB_JOB_STORED = 4,
+    MB_JOB_FAILED = 8, /* given up on: counted as an error, not stored */
+};
+
+/* Chunk limits of the design: at most this many messages and bytes. */
+#define MB_CHUNK_MAX_MSGS 500
+#define MB_CHUNK_MAX_BYTES (32ull * 1024 * 1024)
+
+typedef struct {
+    uint64_t id;
+    uint64_t account_id;
+    char status[16];
+    bool defer_attachments;
+} mb_job_info;
+
+/* Prepare every statement this module uses on db (call once per connection;
+ * idempotent). */
+mb_status mb_job_prepare(mb_db *db);
+
+/* New job in state 'scanning'. options_json is stored as given. */
+mb_status mb_job_create(mb_db *db, uint64_t account_id, const char *options_json,
+                        uint64_t *job_out);
+mb_status mb_job_get(mb_db *db, uint64_t job, mb_job_info *out);
+/* Set status (and error text if non-NULL); 'completed', 'failed' and
+ * 'cancelled' also set finished_at. Only moves a job that is not finished
+ * already, unless force. */
+mb_status mb_job_set_status(mb_db *db, uint64_t job, const char *status, const char *error);
+/* Record a problem: counts in sync_history and shows as the job's last
+ * error text, without failing the job. */
+mb_status mb_job_problem(mb_db *db, uint64_t job, uint64_t account_id, const char *what,
+                         const char *detail);
+
+/* Cut one folder's messages (items sorted by UID ascending) into chunks,
+ * newest first, and record them with their messages. Drops whatever an
+ * earlier, interrupted scan of this job recorded for the folder first. */
+mb_status mb_job_add_folder(mb_db *db, uint64_t job, uint64_t folder_id,
+                            const mb_fetch_item *items, size_t n, int *seq_io);
+/* Scan finished: totals from the chunks, status 'running'. */
+mb_status mb_job_scan_done(mb_db *db, uint64_t job);
+
+/* Coordinator: mark finished chunks done, then return up to max ids of
+ * pending chunks to publish so that at most max_inflight are published and
+ * not done. ids_out has room for max. */
+mb_status mb_job_chunks_to_publish(mb_db *db, uint64_t job, int max_inflight, uint64_t *ids_out,
+                                   size_t max, size_t *n_out);
+/* The fetch task for one chunk (caller frees with mb_rec_free). */
+mb_status mb_job_chunk_task(mb_db *db, uint64_t chunk_id, mb_rec_fetch *out);
+mb_status mb_job_chunk_published(mb_db *db, uint64_t chunk_id);
+/* Chunks back to 'pending' (resume after the coordinator lost track). */
+mb_status mb_job_requeue_chunks(mb_db *db, uint64_t job);
+
+/* Set bit on the given messages of job (folder_ids[i], uids[i]). */
+mb_status mb_job_mark(mb_db *db, uint64_t job, int bit, const uint64_t *folder_ids,
+                      const uint64_t *uids, size_t n);
+/* Which of the given uids of one folder already have bit set: out[i]. */
+mb_status mb_job_marked(mb_db *db, uint64_t job, uint64_t folder_id, int bit,
+                        const uint64_t *uids, size_t n, bool *out);
+
+/* Recount the job's counters into sync_jobs and fill ev (kind "progress"). */
+mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev);
+/* If every message is stored or failed and no attachment scan is pending,
+ * move a running job to 'completed'; *done_out says whether it did. */
+mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out);
+
+/* Jobs in one of the given states, oldest first (ids_out room for max). */
+mb_status mb_job_list_status(mb_db *db, const char *status, uint64_t *ids_out, size_t max,
+                             size_t *n_out);
+
+#endif

@@ -1,0 +1,144 @@
+/* stage.c — shared start-up, shutdown and event publishing (see stage.h). */
+#include "stages/common/stage.h"
+
+#include "schemas/schema.h"
+#include "sources/account.h"
+#include "stages/common/job.h"
+#include "util/env.h"
+#include "util/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *mb_u64s(char out[24], uint64_t v)
+{
+    snprintf(out, 24, "%" PRIu64, v);
+    return out;
+}
+
+mb_status mb_stage_provision_opts(mb_bus_provision_opts *o)
+{
+    long ack, maxd;
+    memset(o, 0, sizeof *o);
+    mb_status s = mb_env_int("MAILBUS_ACK_WAIT_MS", 60000, 1000, 3600000, &ack);
+    if (!s) s = mb_env_int("MAILBUS_MAX_DELIVER", 8, 2, 1000, &maxd);
+    if (s)
+        return s;
+    o->ack_wait_ms = ack;
+    o->max_deliver = maxd;
+    return MB_OK;
+}
+
+int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned needs,
+                   int default_batch, int argc, char **argv)
+{
+    memset(st, 0, sizeof *st);
+    st->name = name;
+    st->batch = default_batch;
+    mb_log_init(name);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: mailbus-%s [--batch N]\n\n%s\n"
+                   "  --batch N   records handled per batch (default %d)\n\n"
+                   "Environment (see `scripts/services env`): MAILBUS_NATS_URL, MAILBUS_PREFIX,\n"
+                   "MAILBUS_PG_DSN, MAILBUS_BLOB_DIR, MAILBUS_SECRET_KEY_FILE,\n"
+                   "MAILBUS_CLAMD_SOCKET, MAILBUS_LOG_LEVEL. SIGTERM/SIGINT stop gracefully.\n",
+                   name, usage, default_batch);
+            return 0;
+        } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {
+            uint64_t b;
+            if (mb_parse_u64(argv[++i], 4096, &b) || b == 0) {
+                fprintf(stderr, "mailbus-%s: --batch: expected 1..4096, got '%s'\n", name, argv[i]);
+                return 2;
+            }
+            st->batch = (int)b;
+        } else {
+            fprintf(stderr, "mailbus-%s: unknown argument '%s' (try --help)\n", name, argv[i]);
+            return 2;
+        }
+    }
+    st->consume.batch = st->batch;
+
+    mb_status s = mb_bus_install_signal_handlers();
+    mb_buf where = MB_BUF_INIT;
+    const char *dsn = mb_env("MAILBUS_PG_DSN", MB_DEFAULT_PG_DSN);
+    if (!s) s = mb_db_connect(dsn, &st->db);
+    if (!s) s = mb_db_migrate(st->db, NULL);
+    if (!s) s = mb_job_prepare(st->db);
+    if (s) {
+        mb_db_dsn_describe(dsn, &where);
+        MB_ERROR(NULL, NULL, "postgres %s: %s", mb_buf_cstr(&where), mb_err_last());
+        mb_buf_free(&where);
+        return mb_stage_finish(st, s);
+    }
+    char cname[64];
+    snprintf(cname, sizeof cname, "mailbus-%s", name);
+    mb_bus_opts bo = {.name = cname};
+    mb_bus_provision_opts po;
+    s = mb_stage_provision_opts(&po);
+    if (!s) s = mb_bus_connect(&bo, &st->bus);
+    if (!s) s = mb_bus_provision(st->bus, &po);
+    if (s) {
+        MB_ERROR(NULL, NULL, "nats: %s", mb_err_last());
+        return mb_stage_finish(st, s);
+    }
+    if (needs & MB_STAGE_BLOBS) {
+        const char *dir;
+        s = mb_env_require("MAILBUS_BLOB_DIR", &dir);
+        if (!s) s = mb_blob_store_open(dir, &st->blobs);
+        if (s) {
+            MB_ERROR(NULL, NULL, "blob store: %s", mb_err_last());
+            return mb_stage_finish(st, s);
+        }
+    }
+    if (needs & MB_STAGE_KEY) {
+        if ((s = mb_account_key(st->key))) {
+            MB_ERROR(NULL, NULL, "credential key: %s", mb_err_last());
+            return mb_stage_finish(st, s);
+        }
+    }
+    MB_INFO(NULL, NULL, "started (prefix %s, batch %d)", mb_bus_prefix(st->bus), st->batch);
+    return -1;
+}
+
+int mb_stage_finish(mb_stage *st, mb_status s)
+{
+    if (s && s != MB_ERR_STOPPED)
+        MB_ERROR(NULL, NULL, "stopping: %s", mb_err_last());
+    else if (st->bus)
+        MB_INFO(NULL, NULL, "stopped");
+    mb_blob_store_free(st->blobs);
+    mb_bus_free(st->bus);
+    mb_db_free(st->db);
+    mb_bus_library_close();
+    memset(st->key, 0, sizeof st->key);
+    st->bus = NULL;
+    st->db = NULL;
+    st->blobs = NULL;
+    return s && s != MB_ERR_STOPPED ? 1 : 0;
+}
+
+mb_status mb_stage_event(mb_bus *bus, const char *stage, const char *kind, mb_rec_event *ev)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ev->ts_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    char *okind = ev->kind, *ostage = ev->stage;
+    ev->kind = (char *)kind;
+    ev->stage = (char *)stage;
+    mb_buf b = MB_BUF_INIT;
+    mb_status s = mb_rec_encode(&mb_type_event, ev, &b);
+    ev->kind = okind;
+    ev->stage = ostage;
+    char subj[128], job[24];
+    if (!s) s = mb_bus_subjectf(bus, subj, sizeof subj, "events.%" PRIu64 ".%s", ev->job, kind);
+    if (!s) {
+        mb_pub_headers h = {.schema = mb_type_event.schema, .job = mb_u64s(job, ev->job)};
+        s = mb_bus_publish(bus, subj, b.data, b.len, &h);
+    }
+    mb_buf_free(&b);
+    return s;
+}

@@ -1,0 +1,51 @@
+/* stage.h — what every stage process does the same way: read its options and
+ * the environment, connect to Postgres (migrating under the advisory lock)
+ * and NATS (provisioning streams and consumers), install the SIGTERM/SIGINT
+ * handlers for a graceful stop, and publish job events.
+ *
+ * A stage's main() is: mb_stage_start(), hand a handler to mb_bus_consume(),
+ * mb_stage_finish(). */
+#ifndef MB_STAGE_H
+#define MB_STAGE_H
+
+#include "blob/blob.h"
+#include "bus/bus.h"
+#include "db/db.h"
+#include "schemas/records.h"
+
+enum {
+    MB_STAGE_BLOBS = 1, /* open the blob store (MAILBUS_BLOB_DIR) */
+    MB_STAGE_KEY = 2,   /* load the credential key (MAILBUS_SECRET_KEY_FILE) */
+};
+
+typedef struct {
+    const char *name;         /* "fetch" */
+    mb_bus *bus;
+    mb_db *db;
+    mb_blob_store *blobs;     /* with MB_STAGE_BLOBS */
+    unsigned char key[32];    /* with MB_STAGE_KEY */
+    int batch;                /* --batch N */
+    mb_bus_consume_opts consume;
+} mb_stage;
+
+/* Parse argv (--help, --batch N), read the environment, connect, migrate,
+ * provision. Returns -1 when the stage should run, otherwise the exit code
+ * (0 after --help, 1 on a start-up error, already logged). usage is the
+ * text for --help, after the "usage:" line. */
+int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned needs,
+                   int default_batch, int argc, char **argv);
+/* Close everything; returns the exit code for main. */
+int mb_stage_finish(mb_stage *st, mb_status s);
+
+/* Provisioning options from the environment (MAILBUS_ACK_WAIT_MS,
+ * MAILBUS_MAX_DELIVER), shared by the stages and the CLI so every process
+ * asks for the same consumer config. */
+mb_status mb_stage_provision_opts(mb_bus_provision_opts *o);
+
+/* Publish ev (filling kind, stage, ts) on <p>.events.<job>.<kind>. */
+mb_status mb_stage_event(mb_bus *bus, const char *stage, const char *kind, mb_rec_event *ev);
+
+/* Format a decimal into a caller buffer (for header values). */
+const char *mb_u64s(char out[24], uint64_t v);
+
+#endif

@@ -1,0 +1,160 @@
+/* commands.c — the import commands on <p>.cmd.<op>. Payload: a cmd/1 record
+ * as msgpack or JSON (so `nats req mailbus.cmd.import.start
+ * '{"account":"me"}'` works). Reply: one JSON object, {"ok":true,...} or
+ * {"ok":false,"error":"..."}.
+ *
+ *   import.start   account, [folders], [since], [until], [defer_attachments]
+ *                  -> {"ok":true,"job":N}
+ *   import.pause   job    running -> paused (in-flight chunks finish)
+ *   import.resume  job    paused -> running
+ *   import.cancel  job    -> cancelled (queued work is skipped)
+ *   import.status  job    -> the job's progress event as JSON */
+#include "schemas/schema.h"
+#include "sources/account.h"
+#include "stages/common/job.h"
+#include "stages/scan/scan.h"
+#include "util/env.h"
+#include "util/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+mb_status mb_scan_parse_day(const char *s, int64_t *out)
+{
+    *out = 0;
+    if (!s || !*s)
+        return MB_OK;
+    int y, m, d;
+    char tail;
+    if (sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || y < 1970 || y > 9999 || m < 1 ||
+        m > 12 || d < 1 || d > 31)
+        return mb_errf(MB_ERR_INVALID, "date '%s': expected YYYY-MM-DD", s);
+    struct tm tm = {.tm_year = y - 1900, .tm_mon = m - 1, .tm_mday = d};
+    *out = (int64_t)timegm(&tm);
+    return MB_OK;
+}
+
+static void reply_error(mb_buf *reply, const char *msg)
+{
+    mb_buf_reset(reply);
+    mb_buf_puts(reply, "{\"ok\":false,\"error\":");
+    mb_buf_json_str(reply, msg, strlen(msg));
+    mb_buf_puts(reply, "}");
+}
+
+static mb_status job_arg(const mb_rec_command *c, uint64_t *job)
+{
+    if (!c->job || mb_parse_u64(c->job, INT64_MAX, job))
+        return mb_errf(MB_ERR_INVALID, "'%s' needs \"job\": a job id", c->op ? c->op : "command");
+    return MB_OK;
+}
+
+static mb_status cmd_start(mb_scan *sc, mb_rec_command *c, mb_buf *reply)
+{
+    if (!c->account || !*c->account)
+        return mb_errf(MB_ERR_INVALID, "import.start needs \"account\"");
+    int64_t since, until;
+    mb_status s = mb_scan_parse_day(c->since, &since);
+    if (!s) s = mb_scan_parse_day(c->until, &until);
+    if (s)
+        return s;
+    if (since && until && until <= since)
+        return mb_errf(MB_ERR_INVALID, "until (%s) must be after since (%s)", c->until, c->since);
+    mb_account a;
+    if ((s = mb_account_load(sc->cmd_db, NULL, c->account, &a, NULL)))
+        return s;
+    mb_buf opts = MB_BUF_INIT;
+    uint64_t job = 0;
+    s = mb_rec_to_json(&mb_type_command, c, &opts);
+    if (!s) s = mb_job_create(sc->cmd_db, a.id, mb_buf_cstr(&opts), &job);
+    if (!s) {
+        char j[24];
+        MB_INFO(mb_u64s(j, job), a.name, "import requested: %s", mb_buf_cstr(&opts));
+        s = mb_buf_printf(reply, "{\"ok\":true,\"job\":%" PRIu64 "}", job);
+    }
+    mb_buf_free(&opts);
+    mb_account_free(&a);
+    return s;
+}
+
+static mb_status cmd_transition(mb_scan *sc, mb_rec_command *c, const char *from,
+                                const char *to, mb_buf *reply)
+{
+    uint64_t job;
+    mb_status s = job_arg(c, &job);
+    if (s)
+        return s;
+    char j[24];
+    mb_u64s(j, job);
+    const char *p[] = {j, to, from};
+    PGresult *r;
+    s = mb_db_query(sc->cmd_db,
+                    "UPDATE sync_jobs SET status = $2, updated_at = now(), "
+                    "finished_at = CASE WHEN $2 = 'cancelled' THEN now() END "
+                    "WHERE id = $1::bigint AND status = ANY(string_to_array($3, ',')) RETURNING id",
+                    3, p, &r);
+    if (s)
+        return s;
+    int n = PQntuples(r);
+    PQclear(r);
+    if (n == 0) {
+        mb_job_info info;
+        if ((s = mb_job_get(sc->cmd_db, job, &info)))
+            return s;
+        return mb_errf(MB_ERR_INVALID, "job %s is %s: cannot go to %s", j, info.status, to);
+    }
+    MB_INFO(j, NULL, "job %s", to);
+    return mb_buf_printf(reply, "{\"ok\":true,\"job\":%s,\"status\":\"%s\"}", j, to);
+}
+
+static mb_status cmd_status(mb_scan *sc, mb_rec_command *c, mb_buf *reply)
+{
+    uint64_t job;
+    mb_status s = job_arg(c, &job);
+    if (s)
+        return s;
+    mb_rec_event ev;
+    if ((s = mb_job_refresh(sc->cmd_db, job, &ev)))
+        return s;
+    s = mb_buf_puts(reply, "{\"ok\":true,\"progress\":");
+    if (!s) s = mb_rec_to_json(&mb_type_event, &ev, reply);
+    if (!s) s = mb_buf_puts(reply, "}");
+    mb_rec_free(&mb_type_event, &ev);
+    return s;
+}
+
+void mb_scan_command(void *ctx, const char *subject, const void *data, size_t len, mb_buf *reply)
+{
+    mb_scan *sc = ctx;
+    mb_rec_command c;
+    const char *op = strstr(subject, ".cmd.");
+    op = op ? op + 5 : subject;
+    mb_status s = mb_rec_decode_auto(&mb_type_command, data, len, &c);
+    if (s) {
+        MB_WARN(NULL, NULL, "bad command on %s: %s", subject, mb_err_last());
+        reply_error(reply, mb_err_last());
+        return;
+    }
+    pthread_mutex_lock(&sc->cmd_mu);
+    if (!strcmp(op, "import.start"))
+        s = cmd_start(sc, &c, reply);
+    else if (!strcmp(op, "import.pause"))
+        s = cmd_transition(sc, &c, "running", "paused", reply);
+    else if (!strcmp(op, "import.resume"))
+        s = cmd_transition(sc, &c, "paused", "running", reply);
+    else if (!strcmp(op, "import.cancel"))
+        s = cmd_transition(sc, &c, "pending,scanning,running,paused", "cancelled", reply);
+    else if (!strcmp(op, "import.status"))
+        s = cmd_status(sc, &c, reply);
+    else
+        s = mb_errf(MB_ERR_INVALID, "unknown command '%s' (import.start, import.pause, "
+                                    "import.resume, import.cancel, import.status)", op);
+    pthread_mutex_unlock(&sc->cmd_mu);
+    if (s) {
+        MB_WARN(c.job, c.account, "command %s: %s", op, mb_err_last());
+        reply_error(reply, mb_err_last());
+    }
+    mb_rec_free(&mb_type_command, &c);
+}

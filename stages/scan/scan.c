@@ -1,0 +1,231 @@
+/* scan.c — scanning one job's account: list folders with their roles, open
+ * each selected one read-only, record UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ,
+ * read every message's UID, size, internal date and flags in one pass, and
+ * cut them into chunks (job.c). A job interrupted by a crash is simply
+ * scanned again: nothing is published before the scan completes. */
+#include "schemas/schema.h"
+#include "sources/account.h"
+#include "stages/common/job.h"
+#include "stages/scan/scan.h"
+#include "util/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    mb_fetch_item *v;
+    size_t n, cap;
+} itemvec;
+
+static void itemvec_free(itemvec *iv)
+{
+    mb_fetch_itemv fv = {iv->v, iv->n};
+    mb_rec_fetch tmp = {.items = fv};
+    mb_rec_free(&mb_type_fetch, &tmp);
+    memset(iv, 0, sizeof *iv);
+}
+
+static mb_status on_msg(void *ctx, const mb_msg_info *m)
+{
+    itemvec *iv = ctx;
+    if (iv->n == iv->cap) {
+        size_t cap = iv->cap ? iv->cap * 2 : 1024;
+        mb_fetch_item *v = realloc(iv->v, cap * sizeof *v);
+        if (!v)
+            return mb_errf(MB_ERR_NOMEM, "scan: %zu messages", cap);
+        iv->v = v;
+        iv->cap = cap;
+    }
+    mb_fetch_item *it = &iv->v[iv->n];
+    memset(it, 0, sizeof *it);
+    it->uid = m->uid;
+    it->size = m->size;
+    it->internal_date = m->internal_date;
+    iv->n++;
+    if (m->nflags) {
+        if (!(it->flags.v = calloc(m->nflags, sizeof(char *))))
+            return mb_errf(MB_ERR_NOMEM, "scan: flags");
+        for (size_t i = 0; i < m->nflags; i++) {
+            if (!(it->flags.v[i] = mb_strdup(m->flags[i])))
+                return MB_ERR_NOMEM;
+            it->flags.n++;
+        }
+    }
+    return MB_OK;
+}
+
+static int cmp_uid(const void *a, const void *b)
+{
+    uint64_t x = ((const mb_fetch_item *)a)->uid, y = ((const mb_fetch_item *)b)->uid;
+    return x < y ? -1 : x > y;
+}
+
+static bool selected(const mb_rec_command *opt, const mb_folder_info *f)
+{
+    if (f->noselect)
+        return false;
+    if (opt->folders.n == 0)
+        return true;
+    for (size_t i = 0; i < opt->folders.n; i++)
+        if (!strcmp(opt->folders.v[i], f->name) || (f->display && !strcmp(opt->folders.v[i], f->display)))
+            return true;
+    return false;
+}
+
+/* Upsert the folder row with its state; returns its id. */
+static mb_status save_folder(mb_db *db, uint64_t account, const mb_folder_info *f,
+                             const mb_folder_state *fs, uint64_t *id)
+{
+    char a[24], v[24], n[24], m[24], c[24], d[2] = {f->delimiter, 0};
+    const char *p[] = {mb_u64s(a, account), f->display ? f->display : f->name, f->role,
+                       f->delimiter ? d : NULL, mb_u64s(v, fs->uidvalidity), mb_u64s(n, fs->uidnext),
+                       mb_u64s(m, fs->highest_modseq), mb_u64s(c, fs->exists), f->name};
+    PGresult *r;
+    mb_status s = mb_db_query(db,
+        "INSERT INTO folders (account_id, name, role, delimiter, uidvalidity, uidnext, "
+        "highest_modseq, message_count, remote_name, updated_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) "
+        "ON CONFLICT (account_id, name) DO UPDATE SET role = EXCLUDED.role, "
+        "delimiter = EXCLUDED.delimiter, uidvalidity = EXCLUDED.uidvalidity, "
+        "uidnext = EXCLUDED.uidnext, highest_modseq = EXCLUDED.highest_modseq, "
+        "message_count = EXCLUDED.message_count, remote_name = EXCLUDED.remote_name, "
+        "updated_at = now() RETURNING id",
+        9, p, &r);
+    if (s)
+        return s;
+    *id = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return MB_OK;
+}
+
+/* Scan with the job's source; returns MB_ERR_AUTH etc. for the job error. */
+static mb_status scan_account(mb_scan *sc, uint64_t job, const mb_account *a, mb_source *src,
+                              const mb_rec_command *opt, const char *jobs)
+{
+    mb_db *db = sc->st->db;
+    int64_t since, until;
+    mb_status s = mb_scan_parse_day(opt->since, &since);
+    if (!s) s = mb_scan_parse_day(opt->until, &until);
+    if (!s) s = mb_source_connect(src);
+    mb_folder_info *fl = NULL;
+    size_t nf = 0;
+    if (!s) s = mb_source_list_folders(src, &fl, &nf);
+    if (s)
+        return s;
+    int seq = 0;
+    size_t chosen = 0;
+    for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
+        if (!selected(opt, &fl[i]))
+            continue;
+        chosen++;
+        mb_folder_state fs;
+        uint64_t fid;
+        itemvec iv = {0};
+        s = mb_source_open_folder(src, fl[i].name, &fs);
+        if (!s) s = save_folder(db, a->id, &fl[i], &fs, &fid);
+        if (!s) s = mb_source_scan(src, since, until, on_msg, &iv);
+        if (!s) {
+            qsort(iv.v, iv.n, sizeof *iv.v, cmp_uid);
+            s = mb_job_add_folder(db, job, fid, iv.v, iv.n, &seq);
+        }
+        if (!s)
+            MB_INFO(jobs, a->name, "scanned %s: %zu messages (uidvalidity %" PRIu64
+                    ", highestmodseq %" PRIu64 ")", fl[i].display ? fl[i].display : fl[i].name,
+                    iv.n, fs.uidvalidity, fs.highest_modseq);
+        else
+            mb_err_wrap(s, "folder '%s'", fl[i].display ? fl[i].display : fl[i].name);
+        itemvec_free(&iv);
+    }
+    if (!s && opt->folders.n && chosen < opt->folders.n)
+        s = mb_errf(MB_ERR_NOTFOUND, "%zu of the %zu requested folders do not exist on the server",
+                    opt->folders.n - chosen, opt->folders.n);
+    mb_folder_info_free(fl, nf);
+    return s;
+}
+
+mb_status mb_scan_job(mb_scan *sc, uint64_t job)
+{
+    mb_db *db = sc->st->db;
+    char jobs[24];
+    mb_u64s(jobs, job);
+    /* One scanner per job, whichever copy of the stage gets there first. */
+    const char *lp[] = {jobs};
+    PGresult *r;
+    mb_status s = mb_db_query(db, "SELECT pg_try_advisory_lock(7001, $1::int)", 1, lp, &r);
+    if (s)
+        return s;
+    bool mine = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (!mine)
+        return MB_OK;
+
+    PGresult *o = NULL;
+    mb_rec_command opt = {0};
+    mb_account a = {0};
+    char *secret = NULL;
+    mb_source *src = NULL;
+    mb_job_info info;
+    s = mb_job_get(db, job, &info);
+    if (!s && strcmp(info.status, "scanning"))
+        goto out; /* someone else finished it meanwhile */
+    if (!s) s = mb_db_query(db, "SELECT options::text FROM sync_jobs WHERE id = $1::bigint", 1, lp, &o);
+    if (!s) {
+        const char *js = PQgetvalue(o, 0, 0);
+        s = mb_rec_from_json(&mb_type_command, js, strlen(js), &opt);
+    }
+    char acct[24];
+    if (!s) s = mb_account_load(db, sc->st->key, mb_u64s(acct, info.account_id), &a, &secret);
+    if (!s) s = mb_account_source(&a, secret, &src);
+    if (!s) {
+        MB_INFO(jobs, a.name, "scanning");
+        s = scan_account(sc, job, &a, src, &opt, jobs);
+    }
+    if (s == MB_ERR_STOPPED || (s == MB_OK && mb_bus_stopping())) {
+        s = MB_OK; /* picked up again at the next start */
+        goto out;
+    }
+    if (!s) {
+        s = mb_job_scan_done(db, job);
+        mb_rec_event ev;
+        if (!s && !mb_job_refresh(db, job, &ev)) {
+            MB_INFO(jobs, a.name, "scan complete: %" PRIu64 " messages, %" PRIu64 " bytes",
+                    ev.total, ev.total_bytes);
+            if (mb_stage_event(sc->st->bus, "scan", "progress", &ev))
+                MB_WARN(jobs, a.name, "progress event: %s", mb_err_last());
+            mb_rec_free(&mb_type_event, &ev);
+        }
+    } else {
+        char msg[600];
+        snprintf(msg, sizeof msg, "%s", mb_err_last());
+        MB_ERROR(jobs, a.name ? a.name : acct, "scan failed: %s", msg);
+        if (s == MB_ERR_NET) {
+            /* Transient: leave the job scanning; the loop tries again after
+             * a pause (no retry storm against a server that is down). */
+            mb_job_problem(db, job, info.account_id, "scan", msg);
+            for (int i = 0; i < 20 && !mb_bus_stopping(); i++) {
+                struct timespec ts = {0, 250 * 1000000L};
+                nanosleep(&ts, NULL);
+            }
+            s = MB_OK;
+        } else {
+            s = mb_job_set_status(db, job, "failed", msg);
+            mb_rec_event ev;
+            if (!s && !mb_job_refresh(db, job, &ev)) {
+                mb_stage_event(sc->st->bus, "scan", "failed", &ev);
+                mb_rec_free(&mb_type_event, &ev);
+            }
+        }
+    }
+out:
+    if (o)
+        PQclear(o);
+    mb_source_free(src);
+    mb_account_secret_free(secret);
+    mb_account_free(&a);
+    mb_rec_free(&mb_type_command, &opt);
+    mb_db_query(db, "SELECT pg_advisory_unlock(7001, $1::int)", 1, lp, NULL);
+    return s;
+}

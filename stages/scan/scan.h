@@ -1,0 +1,32 @@
+/* scan.h — the scan stage's three jobs: answering commands (commands.c),
+ * scanning an account into chunks (scan.c), and coordinating running jobs:
+ * publishing fetch tasks with a bounded number in flight, progress and
+ * completion events (coordinator.c). */
+#ifndef MB_SCAN_H
+#define MB_SCAN_H
+
+#include "stages/common/stage.h"
+
+#include <pthread.h>
+
+typedef struct {
+    mb_stage *st;
+    mb_db *cmd_db;         /* commands run on a nats.c thread: own connection */
+    pthread_mutex_t cmd_mu;
+    int max_inflight;      /* chunks published and not done, per job */
+} mb_scan;
+
+/* <p>.cmd.> handler (see commands.c for the operations). */
+void mb_scan_command(void *ctx, const char *subject, const void *data, size_t len, mb_buf *reply);
+
+/* List, open and scan every selected folder of the job's account, record
+ * chunks, and set the job running (or failed, with the reason). */
+mb_status mb_scan_job(mb_scan *sc, uint64_t job);
+
+/* One coordination pass over running jobs. */
+mb_status mb_scan_coordinate(mb_scan *sc);
+
+/* "YYYY-MM-DD" (UTC midnight) to unix seconds; NULL/"" is 0. */
+mb_status mb_scan_parse_day(const char *s, int64_t *out);
+
+#endif

@@ -1,0 +1,373 @@
+/* store.c — one batch of parsed messages into Postgres in one transaction.
+ *
+ * Each table is written with one statement whose columns are arrays
+ * (INSERT ... SELECT FROM unnest(...) ON CONFLICT ...), so a batch of
+ * hundreds of messages costs a handful of round trips. Rows are de-duplicated
+ * in the batch first (the same message in two folders, a redelivered record),
+ * because one INSERT ... ON CONFLICT DO UPDATE cannot touch a row twice. */
+#include "stages/store/store.h"
+
+#include "schemas/schema.h"
+#include "stages/common/job.h"
+#include "util/log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char sql_emails[] =
+    "INSERT INTO emails (account_id, blob_sha256, size, message_id, thread_id, in_reply_to, "
+    "references_, subject, from_name, from_addr, date, internal_date, flags, snippet, "
+    "has_attachments, defects) "
+    "SELECT u.acct, decode(u.sha, 'hex'), u.size, u.mid, u.tid, u.irt, u.refs::text[], u.subj, "
+    "u.fname, u.faddr, to_timestamp(u.dt), to_timestamp(u.idt), u.flags::text[], u.snip, "
+    "u.hasatt, nullif(u.defects::text[], '{}') "
+    "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], "
+    "$7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::text[], "
+    "$14::text[], $15::bool[], $16::text[]) "
+    "AS u(acct, sha, size, mid, tid, irt, refs, subj, fname, faddr, dt, idt, flags, snip, hasatt, defects) "
+    "ON CONFLICT (account_id, blob_sha256) DO UPDATE SET synced_at = now() "
+    "RETURNING id, account_id, encode(blob_sha256, 'hex')";
+
+static const char sql_locations[] =
+    "INSERT INTO email_locations (email_id, folder_id, uidvalidity, uid, flags, internal_date) "
+    "SELECT u.e, u.f, u.v, u.uid, u.flags::text[], to_timestamp(u.idt) "
+    "FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[]) "
+    "AS u(e, f, v, uid, flags, idt) "
+    "ON CONFLICT (folder_id, uidvalidity, uid) DO UPDATE SET email_id = EXCLUDED.email_id, "
+    "flags = EXCLUDED.flags, internal_date = EXCLUDED.internal_date, synced_at = now()";
+
+static const char sql_addresses[] =
+    "INSERT INTO addresses (email_id, kind, position, name, address) "
+    "SELECT * FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::text[], $5::text[]) "
+    "ON CONFLICT (email_id, kind, position) DO UPDATE SET name = EXCLUDED.name, "
+    "address = EXCLUDED.address";
+
+static const char sql_attachments[] =
+    "INSERT INTO attachments (email_id, part, filename, content_type, disposition, content_id, "
+    "size, sha256, job_id, scan_status, scan_signature, scanned_at) "
+    "SELECT u.e, u.p, u.fn, u.ct, u.d, u.cid, u.sz, decode(u.h, 'hex'), u.j, "
+    "coalesce(v.status, 'pending'), v.signature, v.scanned_at "
+    "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+    "$7::bigint[], $8::text[], $9::bigint[]) AS u(e, p, fn, ct, d, cid, sz, h, j) "
+    "LEFT JOIN av_verdicts v ON v.sha256 = decode(u.h, 'hex') "
+    "ON CONFLICT (email_id, part) DO NOTHING";
+
+mb_status mb_store_prepare(mb_db *db)
+{
+    mb_status s = mb_db_prepare(db, "store_emails", sql_emails, 16);
+    if (!s) s = mb_db_prepare(db, "store_locations", sql_locations, 6);
+    if (!s) s = mb_db_prepare(db, "store_addresses", sql_addresses, 5);
+    if (!s) s = mb_db_prepare(db, "store_attachments", sql_attachments, 9);
+    return s;
+}
+
+/* Postgres refuses invalid UTF-8 (and NUL) in text: one bad string would
+ * fail the whole batch forever. Add s, replacing what text cannot hold. */
+static mb_status add_text(mb_pgarr *a, const char *s)
+{
+    if (!s)
+        return mb_pgarr_add_null(a);
+    mb_status st = mb_pgarr_add_str(a, s);
+    if (st != MB_ERR_INVALID)
+        return st;
+    mb_err_clear();
+    mb_buf j = MB_BUF_INIT;
+    /* The JSON escaper already replaces invalid sequences with U+FFFD;
+     * take its output between the quotes, undoing the escapes it adds. */
+    st = mb_buf_json_str(&j, s, strlen(s));
+    mb_buf clean = MB_BUF_INIT;
+    for (size_t i = 1; !st && i + 1 < j.len; i++) {
+        char c = j.data[i];
+        if (c == '\\' && i + 2 < j.len) {
+            char e = j.data[++i];
+            if (e == 'u') { st = mb_buf_putc(&clean, '?'); i += 4; }
+            else st = mb_buf_putc(&clean, e == 'n' ? '\n' : e == 'r' ? '\r' : e == 't' ? '\t' : e);
+        } else {
+            st = mb_buf_putc(&clean, c);
+        }
+    }
+    if (!st) st = mb_pgarr_add_str(a, mb_buf_cstr(&clean));
+    mb_buf_free(&j);
+    mb_buf_free(&clean);
+    return st;
+}
+
+/* A text[] element holding an inner array literal. */
+static mb_status add_strv(mb_pgarr *a, const mb_strv *v, mb_pgarr *tmp)
+{
+    mb_pgarr_reset(tmp);
+    mb_status s = MB_OK;
+    for (size_t i = 0; i < v->n && !s; i++)
+        s = add_text(tmp, v->v[i]);
+    return s ? s : mb_pgarr_add_str(a, mb_pgarr_cstr(tmp));
+}
+
+#define NCOLS 16
+
+typedef struct {
+    mb_rec_parsed *recs;   /* decoded, one per delivery (zeroed if bad) */
+    bool *ok;              /* decoded */
+    uint64_t *email_id;    /* per record after the emails upsert */
+    size_t n;
+} batch;
+
+static void cols_free(mb_pgarr *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        mb_pgarr_free(&c[i]);
+}
+
+static mb_status exec_cols(mb_db *db, const char *stmt, mb_pgarr *c, int n, PGresult **out)
+{
+    const char *p[NCOLS];
+    for (int i = 0; i < n; i++)
+        p[i] = mb_pgarr_cstr(&c[i]);
+    return mb_db_exec_prepared(db, stmt, n, p, out);
+}
+
+static mb_status write_emails(mb_db *db, batch *b)
+{
+    mb_pgarr c[NCOLS], tmp = MB_PGARR_INIT;
+    memset(c, 0, sizeof c);
+    mb_status s = MB_OK;
+    for (size_t i = 0; i < b->n && !s; i++) {
+        if (!b->ok[i])
+            continue;
+        mb_rec_parsed *r = &b->recs[i];
+        bool dup = false;
+        for (size_t k = 0; k < i && !dup; k++)
+            dup = b->ok[k] && b->recs[k].raw.account_id == r->raw.account_id &&
+                  !strcmp(b->recs[k].raw.sha256, r->raw.sha256);
+        if (dup)
+            continue;
+        const mb_address *from = r->from.n ? &r->from.v[0] : NULL;
+        s = mb_pgarr_add_u64(&c[0], r->raw.account_id);
+        if (!s) s = mb_pgarr_add_str(&c[1], r->raw.sha256);
+        if (!s) s = mb_pgarr_add_u64(&c[2], r->raw.size);
+        if (!s) s = add_text(&c[3], r->message_id);
+        if (!s) s = add_text(&c[4], r->thread_id);
+        if (!s) s = add_text(&c[5], r->in_reply_to);
+        if (!s) s = add_strv(&c[6], &r->references, &tmp);
+        if (!s) s = add_text(&c[7], r->subject);
+        if (!s) s = add_text(&c[8], from ? from->name : NULL);
+        if (!s) s = add_text(&c[9], from ? from->addr : NULL);
+        if (!s) s = mb_pgarr_add_i64(&c[10], r->date);
+        if (!s) s = mb_pgarr_add_i64(&c[11], r->raw.internal_date);
+        if (!s) s = add_strv(&c[12], &r->raw.flags, &tmp);
+        if (!s) s = add_text(&c[13], r->snippet);
+        if (!s) s = mb_pgarr_add_bool(&c[14], r->attachments.n > 0);
+        if (!s) s = add_strv(&c[15], &r->defects, &tmp);
+    }
+    PGresult *res = NULL;
+    if (!s) s = exec_cols(db, "store_emails", c, 16, &res);
+    cols_free(c, NCOLS);
+    mb_pgarr_free(&tmp);
+    if (s)
+        return s;
+    for (int row = 0; row < PQntuples(res); row++) {
+        uint64_t id = strtoull(PQgetvalue(res, row, 0), NULL, 10);
+        uint64_t acct = strtoull(PQgetvalue(res, row, 1), NULL, 10);
+        const char *sha = PQgetvalue(res, row, 2);
+        for (size_t i = 0; i < b->n; i++)
+            if (b->ok[i] && b->recs[i].raw.account_id == acct && !strcmp(b->recs[i].raw.sha256, sha))
+                b->email_id[i] = id;
+    }
+    PQclear(res);
+    for (size_t i = 0; i < b->n; i++)
+        if (b->ok[i] && !b->email_id[i])
+            return mb_errf(MB_ERR_INTERNAL, "email %s got no id", b->recs[i].raw.sha256);
+    return MB_OK;
+}
+
+/* Whether record i is the first with the same email (so its addresses and
+ * attachments are written once). */
+static bool first_of_email(const batch *b, size_t i)
+{
+    for (size_t k = 0; k < i; k++)
+        if (b->ok[k] && b->email_id[k] == b->email_id[i])
+            return false;
+    return true;
+}
+
+static mb_status write_rest(mb_db *db, batch *b)
+{
+    mb_pgarr c[NCOLS], tmp = MB_PGARR_INIT;
+    memset(c, 0, sizeof c);
+    mb_status s = MB_OK;
+    /* Locations, de-duplicated by (folder, uidvalidity, uid). */
+    for (size_t i = 0; i < b->n && !s; i++) {
+        if (!b->ok[i])
+            continue;
+        const mb_rec_rawmsg *r = &b->recs[i].raw;
+        bool dup = false;
+        for (size_t k = 0; k < i && !dup; k++)
+            dup = b->ok[k] && b->recs[k].raw.folder_id == r->folder_id &&
+                  b->recs[k].raw.uidvalidity == r->uidvalidity && b->recs[k].raw.uid == r->uid;
+        if (dup)
+            continue;
+        s = mb_pgarr_add_u64(&c[0], b->email_id[i]);
+        if (!s) s = mb_pgarr_add_u64(&c[1], r->folder_id);
+        if (!s) s = mb_pgarr_add_u64(&c[2], r->uidvalidity);
+        if (!s) s = mb_pgarr_add_u64(&c[3], r->uid);
+        if (!s) s = add_strv(&c[4], &r->flags, &tmp);
+        if (!s) s = mb_pgarr_add_i64(&c[5], r->internal_date);
+    }
+    if (!s) s = exec_cols(db, "store_locations", c, 6, NULL);
+    cols_free(c, NCOLS);
+
+    /* Addresses. */
+    static const char *const kinds[] = {"from", "to", "cc", "bcc", "reply_to"};
+    for (size_t i = 0; i < b->n && !s; i++) {
+        if (!b->ok[i] || !first_of_email(b, i))
+            continue;
+        mb_rec_parsed *r = &b->recs[i];
+        const mb_addressv *lists[] = {&r->from, &r->to, &r->cc, &r->bcc, &r->reply_to};
+        for (size_t k = 0; k < 5 && !s; k++) {
+            for (size_t j = 0; j < lists[k]->n && j < 32767 && !s; j++) {
+                s = mb_pgarr_add_u64(&c[0], b->email_id[i]);
+                if (!s) s = mb_pgarr_add_str(&c[1], kinds[k]);
+                if (!s) s = mb_pgarr_add_u64(&c[2], j);
+                if (!s) s = add_text(&c[3], lists[k]->v[j].name);
+                if (!s) s = add_text(&c[4], lists[k]->v[j].addr);
+            }
+        }
+    }
+    if (!s && c[0].n) s = exec_cols(db, "store_addresses", c, 5, NULL);
+    cols_free(c, NCOLS);
+
+    /* Attachments. */
+    for (size_t i = 0; i < b->n && !s; i++) {
+        if (!b->ok[i] || !first_of_email(b, i))
+            continue;
+        mb_rec_parsed *r = &b->recs[i];
+        for (size_t j = 0; j < r->attachments.n && !s; j++) {
+            const mb_attachment *a = &r->attachments.v[j];
+            s = mb_pgarr_add_u64(&c[0], b->email_id[i]);
+            if (!s) s = add_text(&c[1], a->part ? a->part : "");
+            if (!s) s = add_text(&c[2], a->filename);
+            if (!s) s = add_text(&c[3], a->content_type);
+            if (!s) s = add_text(&c[4], a->disposition);
+            if (!s) s = add_text(&c[5], a->content_id);
+            if (!s) s = mb_pgarr_add_u64(&c[6], a->size);
+            if (!s) s = mb_pgarr_add_str(&c[7], a->sha256);
+            if (!s) s = mb_pgarr_add_u64(&c[8], r->raw.job);
+        }
+    }
+    if (!s && c[0].n) s = exec_cols(db, "store_attachments", c, 9, NULL);
+    cols_free(c, NCOLS);
+    mb_pgarr_free(&tmp);
+
+    /* Progress bits, per job. */
+    uint64_t *fo = calloc(b->n ? b->n : 1, sizeof *fo), *uu = calloc(b->n ? b->n : 1, sizeof *uu);
+    bool *seen = calloc(b->n ? b->n : 1, sizeof *seen);
+    if (!s && (!fo || !uu || !seen))
+        s = mb_errf(MB_ERR_NOMEM, "marks");
+    for (size_t i = 0; i < b->n && !s; i++) {
+        if (!b->ok[i] || seen[i])
+            continue;
+        size_t k = 0;
+        for (size_t j = i; j < b->n; j++)
+            if (b->ok[j] && !seen[j] && b->recs[j].raw.job == b->recs[i].raw.job) {
+                seen[j] = true;
+                fo[k] = b->recs[j].raw.folder_id;
+                uu[k++] = b->recs[j].raw.uid;
+            }
+        s = mb_job_mark(db, b->recs[i].raw.job, MB_JOB_STORED, fo, uu, k);
+    }
+    free(fo);
+    free(uu);
+    free(seen);
+    return s;
+}
+
+/* After the commit: one avscan record per attachment of jobs that scan as
+ * they go. The avscan stage skips contents it has a verdict for. */
+static mb_status queue_scans(mb_stage *st, batch *b)
+{
+    mb_buf enc = MB_BUF_INIT;
+    mb_status s = MB_OK;
+    for (size_t i = 0; i < b->n && !s; i++) {
+        mb_rec_parsed *r = &b->recs[i];
+        if (!b->ok[i] || r->raw.defer_attachments || !first_of_email(b, i))
+            continue;
+        char subj[128], js[24], as[24];
+        s = mb_bus_subjectf(st->bus, subj, sizeof subj, "avscan.%" PRIu64, r->raw.account_id);
+        for (size_t j = 0; j < r->attachments.n && !s; j++) {
+            const mb_attachment *a = &r->attachments.v[j];
+            if (!a->sha256)
+                continue;
+            mb_rec_avscan rec = {.job = r->raw.job, .account_id = r->raw.account_id,
+                                 .email_sha256 = r->raw.sha256, .sha256 = a->sha256,
+                                 .part = a->part, .size = a->size};
+            char id[200];
+            snprintf(id, sizeof id, "av-%s-%s", r->raw.sha256, a->part ? a->part : "");
+            mb_pub_headers h = {.msg_id = id, .schema = mb_type_avscan.schema,
+                                .job = mb_u64s(js, r->raw.job),
+                                .account = mb_u64s(as, r->raw.account_id)};
+            mb_buf_reset(&enc);
+            s = mb_rec_encode(&mb_type_avscan, &rec, &enc);
+            if (!s) s = mb_bus_publish_async(st->bus, subj, enc.data, enc.len, &h);
+        }
+    }
+    mb_buf_free(&enc);
+    mb_status fs = mb_bus_publish_flush(st->bus, 60000);
+    return s ? s : fs;
+}
+
+void mb_store_handle(void *ctx, mb_bus_delivery *d, size_t n)
+{
+    mb_stage *st = ctx;
+    batch b = {.n = n};
+    b.recs = calloc(n, sizeof *b.recs);
+    b.ok = calloc(n, sizeof *b.ok);
+    b.email_id = calloc(n, sizeof *b.email_id);
+    if (!b.recs || !b.ok || !b.email_id) {
+        for (size_t i = 0; i < n; i++)
+            mb_bus_retry(&d[i], 1000, "out of memory for a batch of %zu", n);
+        goto out;
+    }
+    size_t good = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (mb_rec_decode(&mb_type_parsed, d[i].data, d[i].len, &b.recs[i])) {
+            mb_bus_fail(&d[i], "undecodable store record: %s", mb_err_last());
+            continue;
+        }
+        b.ok[i] = true;
+        good++;
+    }
+    mb_status s = MB_OK;
+    for (int attempt = 0; good && attempt < 3; attempt++) {
+        memset(b.email_id, 0, n * sizeof *b.email_id);
+        s = mb_db_begin(st->db);
+        if (!s) s = write_emails(st->db, &b);
+        if (!s) s = write_rest(st->db, &b);
+        if (!s) s = mb_db_commit(st->db);
+        if (!s)
+            break;
+        mb_db_rollback(st->db);
+        if (!mb_db_retryable(st->db))
+            break;
+        MB_WARN(NULL, NULL, "batch of %zu: %s; retrying", good, mb_err_last());
+    }
+    if (!s && good) s = queue_scans(st, &b);
+    for (size_t i = 0; i < n; i++) {
+        if (!b.ok[i])
+            continue;
+        if (s)
+            mb_bus_retry(&d[i], 2000, "store: %s", mb_err_last());
+        else
+            mb_bus_done(&d[i]);
+    }
+    if (s)
+        MB_WARN(NULL, NULL, "batch of %zu not stored: %s", good, mb_err_last());
+    else if (good)
+        MB_DEBUG(NULL, NULL, "stored a batch of %zu", good);
+out:
+    for (size_t i = 0; b.recs && i < n; i++)
+        mb_rec_free(&mb_type_parsed, &b.recs[i]);
+    free(b.recs);
+    free(b.ok);
+    free(b.email_id);
+}
