@@ -3,6 +3,7 @@
 #include "util/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct {
@@ -32,6 +33,9 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* The CLI's own output is the answer; its log lines are for problems
+     * unless asked for (MAILBUS_LOG_LEVEL=info). */
+    setenv("MAILBUS_LOG_LEVEL", "warn", 0);
     mb_log_init("cli");
     if (argc < 2) {
         usage(stderr);
