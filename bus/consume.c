@@ -1,0 +1,546 @@
+/* consume.c — the batch consume loop every stage runs: pull a batch from the
+ * stage's durable, hand it to the stage's handler, turn each verdict into an
+ * ack, a delayed nak or a dead letter, and shut down without losing anything.
+ *
+ * nats.c 3.4.1 constraints designed around here (see bus/README.md):
+ *  - one natsSubscription_Fetch at a time per subscription: one subscription
+ *    per mb_bus_consume call (i.e. per thread);
+ *  - Fetch may return NATS_TIMEOUT early (a stale status of an earlier pull
+ *    request): a timeout is always just "no messages";
+ *  - Fetch overflows its array when messages left over from an earlier
+ *    request are pending and more arrive than it expects: leftovers are
+ *    taken with batch-1 fetches, which cannot overflow;
+ *  - a message arriving for a subscription being destroyed can crash the
+ *    read loop: unsubscribe, flush (the server has processed the UNSUB and
+ *    the read loop is past any message for it), then destroy. */
+#include "bus/internal.h"
+
+#include "schemas/schema.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static atomic_int stop_flag;
+
+void mb_bus_stop(void) { atomic_store(&stop_flag, 1); }
+bool mb_bus_stopping(void) { return atomic_load(&stop_flag) != 0; }
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    mb_bus_stop();
+}
+
+mb_status mb_bus_install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGINT, &sa, NULL) != 0)
+        return mb_errf(MB_ERR_INTERNAL, "sigaction: cannot install SIGTERM/SIGINT handlers");
+    return MB_OK;
+}
+
+/* ---- delivery accessors -------------------------------------------------- */
+
+const char *mb_bus_delivery_header(const mb_bus_delivery *d, const char *name)
+{
+    const char *v = NULL;
+    if (!d || !d->msg_ || !name)
+        return NULL;
+    if (natsMsgHeader_Get((natsMsg *)d->msg_, name, &v) != NATS_OK)
+        return NULL;
+    return v;
+}
+
+void mb_bus_done(mb_bus_delivery *d)
+{
+    d->verdict = MB_BUS_DONE;
+    d->reason[0] = '\0';
+}
+
+static void set_reason(mb_bus_delivery *d, const char *fmt, va_list ap)
+{
+    vsnprintf(d->reason, sizeof d->reason, fmt, ap);
+}
+
+void mb_bus_retry(mb_bus_delivery *d, int64_t delay_ms, const char *fmt, ...)
+{
+    d->verdict = MB_BUS_RETRY;
+    d->retry_delay_ms = delay_ms;
+    va_list ap;
+    va_start(ap, fmt);
+    set_reason(d, fmt, ap);
+    va_end(ap);
+}
+
+void mb_bus_fail(mb_bus_delivery *d, const char *fmt, ...)
+{
+    d->verdict = MB_BUS_FAIL;
+    va_list ap;
+    va_start(ap, fmt);
+    set_reason(d, fmt, ap);
+    va_end(ap);
+}
+
+void mb_bus_in_progress(mb_bus_delivery *d)
+{
+    if (d && d->msg_)
+        natsMsg_InProgress((natsMsg *)d->msg_, NULL);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Sleep up to ms, waking early when a stop is requested. */
+static void nap(int64_t ms)
+{
+    while (ms > 0 && !mb_bus_stopping()) {
+        int64_t step = ms < 50 ? ms : 50;
+        nats_Sleep(step);
+        ms -= step;
+    }
+}
+
+/* ---- dead letters -------------------------------------------------------- */
+
+/* Headers with server semantics are not copied onto the dead letter: the
+ * original Nats-Msg-Id would make the DLQ stream drop a later, different
+ * failure of a republished record as a duplicate. They stay in the record. */
+static bool server_header(const char *k) { return strncmp(k, "Nats-", 5) == 0; }
+
+/* The original headers as "Name: value" lines (rec.headers). */
+static mb_status header_lines(natsMsg *from, mb_strv *out)
+{
+    const char **keys = NULL;
+    int nkeys = 0;
+    natsStatus s = natsMsgHeader_Keys(from, &keys, &nkeys);
+    if (s == NATS_NOT_FOUND)
+        return MB_OK;
+    if (s != NATS_OK)
+        return mb_bus_nats_err(s, 0, "dead letter: read headers");
+    mb_status rc = MB_OK;
+    for (int i = 0; i < nkeys && rc == MB_OK; i++) {
+        const char **vals = NULL;
+        int nvals = 0;
+        if (natsMsgHeader_Values(from, keys[i], &vals, &nvals) != NATS_OK)
+            continue;
+        for (int j = 0; j < nvals && rc == MB_OK; j++) {
+            mb_buf line = MB_BUF_INIT;
+            char **nv = realloc(out->v, (out->n + 1) * sizeof *nv);
+            if (!nv || mb_buf_printf(&line, "%s: %s", keys[i], vals[j]) != MB_OK) {
+                if (nv)
+                    out->v = nv;
+                mb_buf_free(&line);
+                rc = mb_errf(MB_ERR_NOMEM, "dead letter: headers");
+                break;
+            }
+            out->v = nv;
+            out->v[out->n++] = mb_buf_steal(&line);
+        }
+        free((void *)vals);
+    }
+    free((void *)keys);
+    return rc;
+}
+
+/* Copy the original headers onto the dead letter, except server ones. */
+static void copy_user_headers(natsMsg *from, natsMsg *to)
+{
+    const char **keys = NULL;
+    int nkeys = 0;
+    if (natsMsgHeader_Keys(from, &keys, &nkeys) != NATS_OK)
+        return;
+    for (int i = 0; i < nkeys; i++) {
+        const char **vals = NULL;
+        int nvals = 0;
+        if (server_header(keys[i]) ||
+            natsMsgHeader_Values(from, keys[i], &vals, &nvals) != NATS_OK)
+            continue;
+        for (int j = 0; j < nvals; j++)
+            natsMsgHeader_Add(to, keys[i], vals[j]);
+        free((void *)vals);
+    }
+    free((void *)keys);
+}
+
+/* A header value on one line, bounded (a reason can be an error text). */
+static void header_safe(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    for (; src && src[i] && i + 1 < cap; i++)
+        dst[i] = (src[i] == '\r' || src[i] == '\n') ? ' ' : src[i];
+    dst[i] = '\0';
+}
+
+/* Publish d to <p>.dlq.<stage> as an mb_rec_dead and wait for the PubAck. */
+static mb_status dead_letter(mb_bus *b, const char *stage, const char *stream,
+                             mb_bus_delivery *d, const char *reason)
+{
+    natsMsg *orig = d->msg_;
+    mb_rec_dead rec = {0};
+    mb_buf enc = MB_BUF_INIT;
+    natsMsg *m = NULL;
+    char subject[MB_BUS_SUBJECT_MAX + 1], hv[MB_BUS_REASON_MAX];
+    mb_status rc = mb_bus_subjectf(b, subject, sizeof subject, "dlq.%s", stage);
+    if (rc != MB_OK)
+        return rc;
+
+    /* The record borrows everything from the delivery except the header
+     * lines, which are freed below (so no mb_rec_free). */
+    rec.stage = (char *)stage;
+    rec.subject = (char *)d->subject;
+    rec.reason = (char *)reason;
+    rec.deliveries = d->deliveries;
+    rec.stream_seq = d->stream_seq;
+    rec.ts_ms = wall_ms();
+    rec.data.p = (unsigned char *)d->data;
+    rec.data.n = d->len;
+    rc = header_lines(orig, &rec.headers);
+    if (rc == MB_OK)
+        rc = mb_rec_encode(&mb_type_dead, &rec, &enc);
+    for (size_t i = 0; i < rec.headers.n; i++)
+        free(rec.headers.v[i]);
+    free(rec.headers.v);
+    if (rc != MB_OK)
+        return mb_err_wrap(rc, "dead letter for %s seq %llu", d->subject,
+                           (unsigned long long)d->stream_seq);
+
+    natsStatus s = natsMsg_Create(&m, subject, NULL, enc.data, (int)enc.len);
+    if (s != NATS_OK) {
+        mb_buf_free(&enc);
+        return mb_bus_nats_err(s, 0, "dead letter for %s", subject);
+    }
+    copy_user_headers(orig, m);
+    header_safe(hv, sizeof hv, reason);
+    natsMsgHeader_Set(m, "Mailbus-Dlq-Reason", hv);
+    natsMsgHeader_Set(m, "Mailbus-Dlq-Stage", stage);
+    header_safe(hv, sizeof hv, d->subject);
+    natsMsgHeader_Set(m, "Mailbus-Dlq-Subject", hv);
+    const char *orig_id = NULL;
+    if (natsMsgHeader_Get(orig, "Nats-Msg-Id", &orig_id) == NATS_OK && orig_id) {
+        header_safe(hv, sizeof hv, orig_id);
+        natsMsgHeader_Set(m, "Mailbus-Orig-Msg-Id", hv);
+    }
+    natsMsgHeader_Set(m, "Mailbus-Schema", "dead/1");
+    natsMsgHeader_Set(m, "Content-Type", "application/msgpack");
+    /* Deterministic per stored message: a redelivery after a lost ack does
+     * not dead-letter the same message twice. */
+    snprintf(hv, sizeof hv, "dlq:%s:%llu", stream, (unsigned long long)d->stream_seq);
+    natsMsgHeader_Set(m, "Nats-Msg-Id", hv);
+    rc = mb_bus_publish_msg(b, m, NULL);
+    natsMsg_Destroy(m);
+    mb_buf_free(&enc);
+    return rc;
+}
+
+/* ---- fetching ------------------------------------------------------------ */
+
+/* Fill msgs with up to batch messages. Returns NATS_OK with *n > 0, or the
+ * status of a fetch that brought nothing. */
+static natsStatus fetch_batch(natsSubscription *sub, natsMsg **msgs, int batch,
+                              int64_t timeout_ms, int *n)
+{
+    natsMsgList list = {0};
+    natsStatus s;
+    int pending = 0;
+    *n = 0;
+    natsSubscription_GetPending(sub, &pending, NULL);
+    if (pending > 0) {
+        /* Leftovers from an earlier pull request: one at a time (see top). */
+        while (*n < batch && pending > 0) {
+            s = natsSubscription_Fetch(&list, sub, 1, 100, NULL);
+            if (s != NATS_OK || list.Count != 1) {
+                natsMsgList_Destroy(&list);
+                break;
+            }
+            msgs[(*n)++] = list.Msgs[0];
+            list.Msgs[0] = NULL;
+            natsMsgList_Destroy(&list);
+            pending = 0;
+            natsSubscription_GetPending(sub, &pending, NULL);
+        }
+        if (*n > 0)
+            return NATS_OK;
+    }
+    s = natsSubscription_Fetch(&list, sub, batch, timeout_ms, NULL);
+    if (s != NATS_OK)
+        return s;
+    for (int i = 0; i < list.Count && *n < batch; i++) {
+        msgs[(*n)++] = list.Msgs[i];
+        list.Msgs[i] = NULL;
+    }
+    natsMsgList_Destroy(&list);
+    return *n > 0 ? NATS_OK : NATS_TIMEOUT;
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+typedef struct {
+    mb_bus *b;
+    const char *stage;
+    char stream[MB_BUS_PREFIX_MAX + 32];
+    natsSubscription *sub;
+    int64_t max_deliver; /* <= 0: unlimited */
+    int64_t ack_timeout_ms;
+} loop_state;
+
+static void fill_delivery(mb_bus_delivery *d, natsMsg *m)
+{
+    memset(d, 0, sizeof *d);
+    d->msg_ = m;
+    d->subject = natsMsg_GetSubject(m);
+    d->data = natsMsg_GetData(m);
+    d->len = (size_t)natsMsg_GetDataLength(m);
+    d->deliveries = 1;
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
+        d->deliveries = meta->NumDelivered;
+        d->stream_seq = meta->Sequence.Stream;
+        d->ts_ms = meta->Timestamp / 1000000;
+        jsMsgMetaData_Destroy(meta);
+    }
+    d->verdict = MB_BUS_RETRY;
+    snprintf(d->reason, sizeof d->reason, "handler set no verdict");
+}
+
+/* Dead-letter then ack; if the DLQ publish fails, nak (never drop). */
+static void settle_dead(loop_state *ls, mb_bus_delivery *d, const char *reason)
+{
+    natsMsg *m = d->msg_;
+    const char *job = mb_bus_delivery_header(d, "Mailbus-Job");
+    const char *acct = mb_bus_delivery_header(d, "Mailbus-Account");
+    mb_status rc = dead_letter(ls->b, ls->stage, ls->stream, d, reason);
+    if (rc == MB_OK) {
+        MB_WARN(job, acct, "bus: dead-lettered %s seq %llu after %llu deliveries: %s",
+                d->subject, (unsigned long long)d->stream_seq,
+                (unsigned long long)d->deliveries, reason);
+        natsMsg_Ack(m, NULL);
+    } else {
+        MB_ERROR(job, acct, "bus: could not dead-letter %s seq %llu (%s); nak'ed instead",
+                 d->subject, (unsigned long long)d->stream_seq, mb_err_last());
+        natsMsg_NakWithDelay(m, 5000, NULL);
+    }
+}
+
+static void settle(loop_state *ls, mb_bus_delivery *d)
+{
+    natsMsg *m = d->msg_;
+    char reason[MB_BUS_REASON_MAX + 64];
+    switch (d->verdict) {
+    case MB_BUS_DONE:
+        natsMsg_Ack(m, NULL);
+        return;
+    case MB_BUS_FAIL:
+        settle_dead(ls, d, d->reason[0] ? d->reason : "failed");
+        return;
+    case MB_BUS_RETRY:
+    default:
+        if (ls->max_deliver > 0 && d->deliveries >= (uint64_t)ls->max_deliver) {
+            /* The server would stop redelivering and leave the record
+             * stuck in the work stream; move it to the DLQ ourselves. */
+            snprintf(reason, sizeof reason, "%s (gave up after %llu deliveries)",
+                     d->reason[0] ? d->reason : "retry",
+                     (unsigned long long)d->deliveries);
+            settle_dead(ls, d, reason);
+        } else if (d->retry_delay_ms > 0) {
+            natsMsg_NakWithDelay(m, d->retry_delay_ms, NULL);
+        } else {
+            natsMsg_Nak(m, NULL);
+        }
+        return;
+    }
+}
+
+static void nak_all(natsMsg **msgs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        natsMsg_Nak(msgs[i], NULL);
+        natsMsg_Destroy(msgs[i]);
+        msgs[i] = NULL;
+    }
+}
+
+/* Acks/naks are fire-and-forget publishes; a flush (PING/PONG) proves they
+ * reached the server before we fetch more or exit. If it fails the server
+ * redelivers after AckWait: at least once, never lost. */
+static void flush_acks(loop_state *ls)
+{
+    natsStatus s = natsConnection_FlushTimeout(ls->b->nc, ls->ack_timeout_ms);
+    if (s != NATS_OK)
+        MB_WARN(NULL, NULL, "bus: %s: acks not confirmed (%s); unconfirmed records will be "
+                "redelivered", ls->stage, natsStatus_GetText(s));
+}
+
+static mb_status subscribe(loop_state *ls)
+{
+    jsSubOptions so;
+    jsSubOptions_Init(&so);
+    so.Stream = ls->stream;
+    so.Consumer = ls->stage;
+    jsErrCode jerr = 0;
+    natsStatus s = js_PullSubscribe(&ls->sub, ls->b->js, NULL, ls->stage, NULL, &so, &jerr);
+    if (s != NATS_OK)
+        return mb_bus_nats_err(s, jerr, "pull subscribe to %s > %s (provisioned?)", ls->stream,
+                               ls->stage);
+    jsConsumerInfo *ci = NULL;
+    /* natsSubscription_GetConsumerInfo refuses subscriptions bound to an
+     * existing consumer in 3.4.1; ask by name. */
+    s = js_GetConsumerInfo(&ci, ls->b->js, ls->stream, ls->stage, NULL, &jerr);
+    if (s != NATS_OK)
+        return mb_bus_nats_err(s, jerr, "consumer info %s > %s", ls->stream, ls->stage);
+    ls->max_deliver = ci->Config ? ci->Config->MaxDeliver : -1;
+    jsConsumerInfo_Destroy(ci);
+    return MB_OK;
+}
+
+static void unsubscribe(loop_state *ls, natsMsg **msgs, int batch)
+{
+    if (!ls->sub)
+        return;
+    /* Anything delivered to us but not yet taken is nak'ed, so it comes
+     * back at once instead of after AckWait. */
+    int pending = 0, n = 0;
+    natsSubscription_GetPending(ls->sub, &pending, NULL);
+    while (pending > 0 && n < batch) {
+        natsMsgList list = {0};
+        if (natsSubscription_Fetch(&list, ls->sub, 1, 100, NULL) != NATS_OK || list.Count != 1) {
+            natsMsgList_Destroy(&list);
+            break;
+        }
+        msgs[n++] = list.Msgs[0];
+        list.Msgs[0] = NULL;
+        natsMsgList_Destroy(&list);
+        pending = 0;
+        natsSubscription_GetPending(ls->sub, &pending, NULL);
+    }
+    if (n)
+        MB_INFO(NULL, NULL, "bus: %s: nak'ed %d undelivered records at shutdown", ls->stage, n);
+    nak_all(msgs, n);
+    natsSubscription_Unsubscribe(ls->sub);
+    flush_acks(ls);
+    natsSubscription_Destroy(ls->sub);
+    ls->sub = NULL;
+}
+
+static bool fatal_status(natsStatus s)
+{
+    return s == NATS_CONNECTION_CLOSED || s == NATS_INVALID_SUBSCRIPTION ||
+           s == NATS_INVALID_ARG || s == NATS_NO_MEMORY;
+}
+
+mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts *o,
+                         mb_bus_batch_fn fn, void *ctx)
+{
+    mb_bus_consume_opts dflt = {0};
+    if (!o)
+        o = &dflt;
+    if (!stage || !*stage || strlen(stage) > 32)
+        return mb_errf(MB_ERR_INVALID, "consume: stage name '%s' must be 1..32 characters",
+                       stage ? stage : "(null)");
+    char upper[33];
+    size_t i = 0;
+    for (; stage[i]; i++) {
+        char c = stage[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return mb_errf(MB_ERR_INVALID, "consume: stage name '%s': only a-z, 0-9 and _",
+                           stage);
+        upper[i] = (c >= 'a' && c <= 'z') ? (char)(c - 'a' + 'A') : c;
+    }
+    upper[i] = '\0';
+    int batch = o->batch > 0 ? o->batch : 256;
+    int64_t fetch_timeout = o->fetch_timeout_ms > 0 ? o->fetch_timeout_ms : 1000;
+
+    loop_state ls = {0};
+    ls.b = b;
+    ls.stage = stage;
+    ls.ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : 5000;
+    mb_status rc = mb_bus_stream_name(b, upper, ls.stream, sizeof ls.stream);
+    if (rc != MB_OK)
+        return rc;
+    natsMsg **msgs = calloc((size_t)batch, sizeof *msgs);
+    mb_bus_delivery *dels = calloc((size_t)batch, sizeof *dels);
+    if (!msgs || !dels) {
+        free(msgs);
+        free(dels);
+        return mb_errf(MB_ERR_NOMEM, "consume: batch of %d", batch);
+    }
+    rc = subscribe(&ls);
+    if (rc != MB_OK)
+        goto out;
+    MB_INFO(NULL, NULL, "bus: consuming %s > %s (batch %d, max_deliver %lld)", ls.stream,
+            stage, batch, (long long)ls.max_deliver);
+
+    int64_t idle_since = now_ms();
+    int64_t last_err_log = 0;
+    while (!mb_bus_stopping()) {
+        int n = 0;
+        int64_t t0 = now_ms();
+        natsStatus s = fetch_batch(ls.sub, msgs, batch, fetch_timeout, &n);
+        if (n == 0) {
+            int64_t t1 = now_ms();
+            if (fatal_status(s)) {
+                rc = mb_bus_nats_err(s, 0, "fetch from %s > %s", ls.stream, stage);
+                break;
+            }
+            if (s != NATS_OK && s != NATS_TIMEOUT && s != NATS_NOT_FOUND &&
+                t1 - last_err_log > 10000) {
+                /* Disconnected, etc.: nats.c reconnects; keep trying. */
+                MB_WARN(NULL, NULL, "bus: fetch from %s > %s: %s; retrying", ls.stream, stage,
+                        natsStatus_GetText(s));
+                last_err_log = t1;
+            }
+            /* An early return (stale status, disconnected) must not spin. */
+            if (t1 - t0 < 50)
+                nap(s == NATS_TIMEOUT || s == NATS_NOT_FOUND ? 50 : 250);
+            if (o->idle_return_ms > 0 && now_ms() - idle_since >= o->idle_return_ms)
+                break;
+            continue;
+        }
+        idle_since = now_ms();
+        if (mb_bus_stopping()) {
+            /* Stop arrived during the fetch: hand nothing new to the handler. */
+            nak_all(msgs, n);
+            flush_acks(&ls);
+            break;
+        }
+        for (int k = 0; k < n; k++)
+            fill_delivery(&dels[k], msgs[k]);
+        fn(ctx, dels, (size_t)n);
+        for (int k = 0; k < n; k++)
+            settle(&ls, &dels[k]);
+        flush_acks(&ls);
+        for (int k = 0; k < n; k++) {
+            natsMsg_Destroy(msgs[k]);
+            msgs[k] = NULL;
+        }
+    }
+    unsubscribe(&ls, msgs, batch);
+    if (rc == MB_OK)
+        MB_INFO(NULL, NULL, "bus: %s: consume loop ended (%s)", stage,
+                mb_bus_stopping() ? "stop requested" : "idle");
+out:
+    unsubscribe(&ls, msgs, batch); /* only if subscribe failed half-way */
+    free(msgs);
+    free(dels);
+    return rc;
+}

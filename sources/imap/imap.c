@@ -1,0 +1,961 @@
+/* imap.c — the IMAP backend of sources/source.h, on libetpan.
+ *
+ * Memory, the reason for most of the shape below:
+ *  - libetpan parses a whole tagged response before returning, and keeps every
+ *    line of it in its read buffer until the end. Its msg_att handler (active
+ *    only while a progress callback is set) hands us each FETCH item as soon as
+ *    it is parsed and frees it afterwards, so no list of results piles up; the
+ *    text buffer still grows with the response, so scan asks for at most
+ *    SCAN_WINDOW messages per command (about 100 bytes of text each: ~1 MB).
+ *  - A body literal is read straight into one allocation of exactly its size
+ *    and given to the callback without a copy, then freed before the next
+ *    message of the response is read: peak is about one message, whatever the
+ *    batch, so fetch batches by count (FETCH_BATCH) and not by bytes.
+ * Scan windows use message sequence numbers, which are dense (a window never
+ * comes back empty because UIDs are sparse) and stable: the server may not
+ * send EXPUNGE during FETCH/SEARCH, which are the only commands scan sends. */
+#include "sources/imap/imap.h"
+#include "sources/imap/tls_verify.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <libetpan/libetpan.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#define SCAN_WINDOW 10000u /* messages per scan FETCH/SEARCH */
+#define FETCH_BATCH 50u    /* UIDs per UID FETCH BODY.PEEK[] */
+#define DEFAULT_TIMEOUT_S 60
+
+typedef struct {
+    mb_source base; /* first: an mb_source* is an mb_imap* */
+    char *host, *user, *password, *token, *ca_file, *tls_name;
+    int port, tls, timeout_s;
+    bool allow_plain_remote;
+    mailimap *imap; /* NULL while not connected */
+    char *folder;   /* open folder (raw name), NULL if none */
+    bool has_condstore, has_special_use, has_xlist;
+} mb_imap;
+
+/* ---- errors ------------------------------------------------------------ */
+
+static void drop_session(mb_imap *m) {
+    if (m->imap) {
+        mailimap_free(m->imap); /* closes the socket */
+        m->imap = NULL;
+    }
+    free(m->folder);
+    m->folder = NULL;
+}
+
+/* The server's text for the last tagged response, made safe to log. */
+static void server_text(mb_imap *m, char *out, size_t cap) {
+    const char *t = m->imap && m->imap->imap_response ? m->imap->imap_response : "";
+    size_t i = 0;
+    for (; t[i] && i + 1 < cap; i++)
+        out[i] = (t[i] >= 0x20 && t[i] < 0x7f) ? t[i] : '?';
+    out[i] = 0;
+}
+
+static const char *etpan_err_str(int r) {
+    switch (r) {
+    case MAILIMAP_ERROR_STREAM: return "connection lost or timed out";
+    case MAILIMAP_ERROR_CONNECTION_REFUSED: return "cannot connect";
+    case MAILIMAP_ERROR_SSL: return "TLS handshake failed";
+    case MAILIMAP_ERROR_FATAL: return "server said BYE";
+    case MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION: return "server refused the connection";
+    case MAILIMAP_ERROR_PARSE: return "unparseable server response";
+    case MAILIMAP_ERROR_MEMORY: return "out of memory";
+    case MAILIMAP_ERROR_PROTOCOL: return "server answered BAD";
+    case MAILIMAP_ERROR_BAD_STATE: return "command not allowed in this state";
+    default: return "server answered NO";
+    }
+}
+
+/* Map a libetpan failure of `cmd` to an mb_status. `refused` is the class of
+ * a NO/BAD answer (AUTH for LOGIN, NOTFOUND for EXAMINE, ...). Anything that
+ * leaves the stream unusable or out of step drops the session. */
+static mb_status imap_fail(mb_imap *m, int r, mb_status refused, const char *cmd,
+                           const char *folder) {
+    char text[200];
+    server_text(m, text, sizeof text);
+    mb_status st;
+    switch (r) {
+    case MAILIMAP_ERROR_STREAM:
+    case MAILIMAP_ERROR_CONNECTION_REFUSED:
+    case MAILIMAP_ERROR_SSL:
+    case MAILIMAP_ERROR_FATAL:
+    case MAILIMAP_ERROR_DONT_ACCEPT_CONNECTION:
+        st = MB_ERR_NET;
+        text[0] = 0; /* a stale OK text would only mislead */
+        break;
+    case MAILIMAP_ERROR_PARSE: st = MB_ERR_INVALID; break;
+    case MAILIMAP_ERROR_MEMORY: st = MB_ERR_NOMEM; break;
+    case MAILIMAP_ERROR_BAD_STATE: st = MB_ERR_INTERNAL; break;
+    default: st = refused; break;
+    }
+    mb_errf(st, "imap %s:%d%s%s%s: %s: %s%s%s", m->host, m->port, folder ? " folder '" : "",
+            folder ? folder : "", folder ? "'" : "", cmd, etpan_err_str(r), text[0] ? ": " : "",
+            text);
+    if (st == MB_ERR_NET || st == MB_ERR_INVALID || st == MB_ERR_NOMEM)
+        drop_session(m);
+    return st;
+}
+
+static mb_status need_session(mb_imap *m, const char *cmd, bool need_folder) {
+    if (!m->imap)
+        return mb_errf(MB_ERR_NET, "imap %s:%d: %s: not connected", m->host, m->port, cmd);
+    if (need_folder && !m->folder)
+        return mb_errf(MB_ERR_INVALID, "imap %s:%d: %s: no folder open", m->host, m->port, cmd);
+    return MB_OK;
+}
+
+/* ---- connect ------------------------------------------------------------ */
+
+static bool host_is_loopback(const char *h) {
+    unsigned char a[16];
+    if (strcasecmp(h, "localhost") == 0)
+        return true;
+    if (inet_pton(AF_INET, h, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, h, a) == 1)
+        return strcmp(h, "::1") == 0;
+    return false;
+}
+
+static void ignore_sigpipe(void) {
+    struct sigaction old;
+    if (sigaction(SIGPIPE, NULL, &old) == 0 && old.sa_handler == SIG_DFL) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_IGN;
+        sigaction(SIGPIPE, &sa, NULL);
+    }
+}
+
+static const char *verify_name(const mb_imap *m) { return m->tls_name ? m->tls_name : m->host; }
+
+/* Called by libetpan before the handshake: send SNI for DNS names. */
+static void tls_setup_cb(struct mailstream_ssl_context *ctx, void *data) {
+    mb_imap *m = data;
+    char *name = m->tls_name ? m->tls_name : m->host;
+    unsigned char tmp[16];
+    if (inet_pton(AF_INET, name, tmp) != 1 && inet_pton(AF_INET6, name, tmp) != 1)
+        mailstream_ssl_set_server_name(ctx, name);
+}
+
+static void items_progress_noop(size_t cur, size_t max, void *ctx) {
+    (void)cur, (void)max, (void)ctx;
+}
+
+static mb_status refresh_caps(mb_imap *m) {
+    struct mailimap_capability_data *caps = NULL;
+    int r = mailimap_capability(m->imap, &caps);
+    if (caps)
+        mailimap_capability_data_free(caps);
+    if (r != MAILIMAP_NO_ERROR)
+        return imap_fail(m, r, MB_ERR_INVALID, "CAPABILITY", NULL);
+    return MB_OK;
+}
+
+static mb_status imap_connect(mb_source *s) {
+    mb_imap *m = (mb_imap *)s;
+    int r;
+    mb_status st;
+    drop_session(m);
+    ignore_sigpipe();
+
+    m->imap = mailimap_new(0, NULL);
+    if (!m->imap)
+        return mb_errf(MB_ERR_NOMEM, "imap %s:%d: out of memory", m->host, m->port);
+    mailimap_set_timeout(m->imap, m->timeout_s);
+    /* Enables the per-message handler path of libetpan's parser (see top). */
+    mailimap_set_progress_callback(m->imap, NULL, items_progress_noop, NULL);
+
+    if (m->tls == MB_TLS_IMAPS)
+        r = mailimap_ssl_connect_with_callback(m->imap, m->host, (uint16_t)m->port, tls_setup_cb, m);
+    else
+        r = mailimap_socket_connect(m->imap, m->host, (uint16_t)m->port);
+    if (r != MAILIMAP_NO_ERROR_AUTHENTICATED && r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED)
+        return imap_fail(m, r, MB_ERR_NET, "connect", NULL);
+    bool preauth = r == MAILIMAP_NO_ERROR_AUTHENTICATED;
+
+    if (m->tls == MB_TLS_IMAPS) {
+        if ((st = mb_imap_tls_verify(m->imap->imap_stream, m->ca_file, verify_name(m))) != MB_OK)
+            goto fail_wrap;
+    } else if (m->tls == MB_TLS_STARTTLS) {
+        if (preauth) {
+            st = mb_errf(MB_ERR_NET, "server sent PREAUTH before STARTTLS; refusing an "
+                                     "unencrypted session");
+            goto fail_wrap;
+        }
+        if ((st = refresh_caps(m)) != MB_OK)
+            return st;
+        if (!mailimap_has_extension(m->imap, "STARTTLS")) {
+            st = mb_errf(MB_ERR_CONFIG, "server does not offer STARTTLS");
+            goto fail_wrap;
+        }
+        r = mailimap_socket_starttls_with_callback(m->imap, tls_setup_cb, m);
+        if (r != MAILIMAP_NO_ERROR)
+            return imap_fail(m, r, MB_ERR_NET, "STARTTLS", NULL);
+        if ((st = mb_imap_tls_verify(m->imap->imap_stream, m->ca_file, verify_name(m))) != MB_OK)
+            goto fail_wrap;
+    }
+    /* Capabilities from before STARTTLS must not be trusted; fetch afresh. */
+    if ((st = refresh_caps(m)) != MB_OK)
+        return st;
+
+    if (!preauth) {
+        if (m->token) {
+            r = mailimap_oauth2_authenticate(m->imap, m->user, m->token);
+            if (r != MAILIMAP_NO_ERROR)
+                return imap_fail(m, r, MB_ERR_AUTH, "AUTHENTICATE XOAUTH2", NULL);
+        } else {
+            if (mailimap_has_extension(m->imap, "LOGINDISABLED")) {
+                st = mb_errf(MB_ERR_CONFIG, "server disables LOGIN on this connection (use TLS)");
+                goto fail_wrap;
+            }
+            r = mailimap_login(m->imap, m->user, m->password ? m->password : "");
+            if (r != MAILIMAP_NO_ERROR)
+                return imap_fail(m, r == MAILIMAP_ERROR_PROTOCOL ? MAILIMAP_ERROR_LOGIN : r,
+                                 MB_ERR_AUTH, "LOGIN", NULL);
+        }
+        if ((st = refresh_caps(m)) != MB_OK)
+            return st;
+    }
+    m->has_condstore = mailimap_has_condstore(m->imap) != 0;
+    m->has_special_use = mailimap_has_extension(m->imap, "SPECIAL-USE") != 0;
+    m->has_xlist = mailimap_has_xlist(m->imap) != 0;
+    MB_INFO(NULL, NULL, "imap %s:%d: logged in as %s (%s%s%s)", m->host, m->port, m->user,
+            m->tls == MB_TLS_IMAPS ? "imaps" : m->tls == MB_TLS_STARTTLS ? "starttls" : "plain",
+            m->has_condstore ? ", condstore" : "", m->has_special_use ? ", special-use" : "");
+    return MB_OK;
+
+fail_wrap:
+    mb_err_wrap(st, "imap %s:%d: connect", m->host, m->port);
+    drop_session(m);
+    return st;
+}
+
+/* ---- folders -------------------------------------------------------------- */
+
+static const char *role_of_flag(const char *f) {
+    static const struct {
+        const char *flag, *role;
+    } map[] = {
+        {"Sent", "sent"},   {"Drafts", "drafts"},   {"Trash", "trash"}, {"Junk", "junk"},
+        {"Spam", "junk"},   {"Archive", "archive"}, {"All", "all"},     {"AllMail", "all"},
+        {"Flagged", "flagged"}, {"Starred", "flagged"}, {"Inbox", "inbox"},
+    };
+    if (f[0] == '\\')
+        f++;
+    for (size_t i = 0; i < MB_ARRAY_LEN(map); i++)
+        if (strcasecmp(f, map[i].flag) == 0)
+            return map[i].role;
+    return NULL;
+}
+
+static mb_status folder_from_list(const struct mailimap_mailbox_list *mb, mb_folder_info *f) {
+    memset(f, 0, sizeof *f);
+    const char *role = NULL;
+    f->delimiter = mb->mb_delimiter;
+    if (mb->mb_flag) {
+        if (mb->mb_flag->mbf_type == MAILIMAP_MBX_LIST_FLAGS_SFLAG &&
+            mb->mb_flag->mbf_sflag == MAILIMAP_MBX_LIST_SFLAG_NOSELECT)
+            f->noselect = true;
+        for (clistiter *it = mb->mb_flag->mbf_oflags ? clist_begin(mb->mb_flag->mbf_oflags) : NULL;
+             it; it = clist_next(it)) {
+            const struct mailimap_mbx_list_oflag *of = clist_content(it);
+            if (of->of_type != MAILIMAP_MBX_LIST_OFLAG_FLAG_EXT || !of->of_flag_ext)
+                continue;
+            const char *x = of->of_flag_ext[0] == '\\' ? of->of_flag_ext + 1 : of->of_flag_ext;
+            if (strcasecmp(x, "NonExistent") == 0 || strcasecmp(x, "Noselect") == 0)
+                f->noselect = true;
+            else if (!role)
+                role = role_of_flag(x);
+        }
+    }
+    if (strcasecmp(mb->mb_name, "INBOX") == 0)
+        role = "inbox";
+    f->name = mb_strdup(mb->mb_name);
+    if (!f->name)
+        return MB_ERR_NOMEM;
+    if (mb_imap_utf7_decode(mb->mb_name, &f->display) != MB_OK) {
+        /* Not valid modified UTF-7 (some servers send raw UTF-8): show as is. */
+        f->display = mb_strdup(mb->mb_name);
+        if (!f->display)
+            return MB_ERR_NOMEM;
+    }
+    if (role && !(f->role = mb_strdup(role)))
+        return MB_ERR_NOMEM;
+    return MB_OK;
+}
+
+static mb_status imap_list_folders(mb_source *s, mb_folder_info **out, size_t *n) {
+    mb_imap *m = (mb_imap *)s;
+    mb_status st;
+    clist *list = NULL;
+    int r;
+    const char *cmd;
+    *out = NULL;
+    *n = 0;
+    if ((st = need_session(m, "LIST", false)) != MB_OK)
+        return st;
+    if (m->has_special_use) {
+        /* libetpan has no LIST-EXTENDED call; the untagged LIST replies are
+         * parsed as usual and left in the response info, so take them there. */
+        cmd = "LIST \"\" \"*\" RETURN (SPECIAL-USE)";
+        r = mailimap_custom_command(m->imap, cmd);
+        if (r == MAILIMAP_NO_ERROR) {
+            list = m->imap->imap_response_info->rsp_mailbox_list;
+            m->imap->imap_response_info->rsp_mailbox_list = NULL;
+        }
+    } else if (m->has_xlist) {
+        cmd = "XLIST \"\" \"*\"";
+        r = mailimap_xlist(m->imap, "", "*", &list);
+    } else {
+        cmd = "LIST \"\" \"*\"";
+        r = mailimap_list(m->imap, "", "*", &list);
+    }
+    if (r != MAILIMAP_NO_ERROR) {
+        if (list)
+            mailimap_list_result_free(list);
+        return imap_fail(m, r, MB_ERR_INVALID, cmd, NULL);
+    }
+    size_t cnt = list ? (size_t)clist_count(list) : 0;
+    mb_folder_info *f = calloc(cnt ? cnt : 1, sizeof *f);
+    if (!f) {
+        if (list)
+            mailimap_list_result_free(list);
+        return mb_errf(MB_ERR_NOMEM, "imap %s:%d: LIST: out of memory", m->host, m->port);
+    }
+    size_t i = 0;
+    st = MB_OK;
+    for (clistiter *it = list ? clist_begin(list) : NULL; it && st == MB_OK; it = clist_next(it)) {
+        const struct mailimap_mailbox_list *mb = clist_content(it);
+        if (!mb || !mb->mb_name)
+            continue;
+        st = folder_from_list(mb, &f[i]);
+        i++;
+    }
+    if (list)
+        mailimap_list_result_free(list);
+    if (st != MB_OK) {
+        mb_folder_info_free(f, i);
+        return mb_errf(st, "imap %s:%d: LIST: out of memory", m->host, m->port);
+    }
+    *out = f;
+    *n = i;
+    return MB_OK;
+}
+
+static mb_status imap_open_folder(mb_source *s, const char *name, mb_folder_state *stt) {
+    mb_imap *m = (mb_imap *)s;
+    mb_status st;
+    memset(stt, 0, sizeof *stt);
+    if ((st = need_session(m, "EXAMINE", false)) != MB_OK)
+        return st;
+    free(m->folder);
+    m->folder = NULL;
+    uint64_t modseq = 0;
+    int r = m->has_condstore ? mailimap_examine_condstore(m->imap, name, &modseq)
+                             : mailimap_examine(m->imap, name);
+    if (r != MAILIMAP_NO_ERROR)
+        return imap_fail(m, r, MB_ERR_NOTFOUND, "EXAMINE", name);
+    const struct mailimap_selection_info *sel = m->imap->imap_selection_info;
+    if (!sel || sel->sel_uidvalidity == 0)
+        return mb_errf(MB_ERR_INVALID, "imap %s:%d folder '%s': EXAMINE: no UIDVALIDITY", m->host,
+                       m->port, name);
+    stt->uidvalidity = sel->sel_uidvalidity;
+    stt->uidnext = sel->sel_uidnext;
+    stt->exists = sel->sel_exists;
+    stt->highest_modseq = modseq;
+    m->folder = mb_strdup(name);
+    if (!m->folder)
+        return MB_ERR_NOMEM;
+    MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': uidvalidity %llu uidnext %llu exists %u modseq %llu",
+             m->host, m->port, name, (unsigned long long)stt->uidvalidity,
+             (unsigned long long)stt->uidnext, stt->exists, (unsigned long long)modseq);
+    return MB_OK;
+}
+
+/* ---- scan ----------------------------------------------------------------- */
+
+/* unix seconds of an IMAP date-time; false if a field is out of range. */
+static bool imap_time(const struct mailimap_date_time *d, int64_t *out) {
+    if (!d || d->dt_month < 1 || d->dt_month > 12 || d->dt_day < 1 || d->dt_day > 31 ||
+        d->dt_hour < 0 || d->dt_hour > 23 || d->dt_min < 0 || d->dt_min > 59 || d->dt_sec < 0 ||
+        d->dt_sec > 60 || d->dt_year < 1900 || d->dt_year > 9999 || d->dt_zone < -2400 ||
+        d->dt_zone > 2400)
+        return false;
+    struct tm tm = {0};
+    tm.tm_year = d->dt_year - 1900;
+    tm.tm_mon = d->dt_month - 1;
+    tm.tm_mday = d->dt_day;
+    tm.tm_hour = d->dt_hour;
+    tm.tm_min = d->dt_min;
+    tm.tm_sec = d->dt_sec;
+    int z = d->dt_zone < 0 ? -d->dt_zone : d->dt_zone; /* +0130 is parsed as 130 */
+    int64_t off = (int64_t)(z / 100) * 3600 + (int64_t)(z % 100) * 60;
+    *out = (int64_t)timegm(&tm) - (d->dt_zone < 0 ? -off : off);
+    return true;
+}
+
+typedef struct {
+    mb_imap *m;
+    int64_t since, until;
+    mb_scan_cb cb;
+    void *ctx;
+    mb_status status;
+    uint64_t seen, delivered;
+    const char **flags; /* scratch, reused for every message */
+    size_t flags_cap;
+    mb_buf ext;         /* scratch for "\\Ext" flag names */
+} scan_ctx;
+
+static const char *system_flag(int t) {
+    switch (t) {
+    case MAILIMAP_FLAG_ANSWERED: return "\\Answered";
+    case MAILIMAP_FLAG_FLAGGED: return "\\Flagged";
+    case MAILIMAP_FLAG_DELETED: return "\\Deleted";
+    case MAILIMAP_FLAG_SEEN: return "\\Seen";
+    case MAILIMAP_FLAG_DRAFT: return "\\Draft";
+    default: return NULL;
+    }
+}
+
+static void scan_att_handler(struct mailimap_msg_att *att, void *arg) {
+    scan_ctx *c = arg;
+    if (c->status != MB_OK || !att || !att->att_list)
+        return;
+    uint64_t uid = 0, size = 0;
+    bool has_size = false, has_date = false, date_ok = true;
+    int64_t date = 0;
+    clist *flags = NULL;
+    for (clistiter *it = clist_begin(att->att_list); it; it = clist_next(it)) {
+        struct mailimap_msg_att_item *item = clist_content(it);
+        if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC && item->att_data.att_dyn) {
+            flags = item->att_data.att_dyn->att_list;
+        } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC && item->att_data.att_static) {
+            struct mailimap_msg_att_static *sa = item->att_data.att_static;
+            if (sa->att_type == MAILIMAP_MSG_ATT_UID) {
+                uid = sa->att_data.att_uid;
+            } else if (sa->att_type == MAILIMAP_MSG_ATT_RFC822_SIZE) {
+                size = sa->att_data.att_rfc822_size;
+                has_size = true;
+            } else if (sa->att_type == MAILIMAP_MSG_ATT_INTERNALDATE) {
+                has_date = true;
+                date_ok = imap_time(sa->att_data.att_internal_date, &date);
+            }
+        }
+    }
+    /* Unsolicited FETCH (a flag change by another client) lacks these: skip. */
+    if (uid == 0 || !has_size || !has_date)
+        return;
+    if (!date_ok) {
+        c->status = mb_errf(MB_ERR_INVALID, "imap %s:%d folder '%s': UID %llu: bad INTERNALDATE",
+                            c->m->host, c->m->port, c->m->folder, (unsigned long long)uid);
+        return;
+    }
+    c->seen++;
+    if ((c->since && date < c->since) || (c->until && date >= c->until))
+        return;
+
+    /* Flags: system flags are static strings, keywords point into libetpan's
+     * item, extension flags ("\Foo") are written into c->ext first and
+     * pointed at only once it no longer grows. */
+    size_t nf = 0, nflags = flags ? (size_t)clist_count(flags) : 0;
+    if (nflags > c->flags_cap) {
+        const char **nfp = realloc(c->flags, nflags * sizeof *nfp);
+        if (!nfp) {
+            c->status = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+            return;
+        }
+        c->flags = nfp;
+        c->flags_cap = nflags;
+    }
+    mb_buf_reset(&c->ext);
+    size_t ext_off[64];
+    size_t next = 0;
+    for (clistiter *it = flags ? clist_begin(flags) : NULL; it; it = clist_next(it)) {
+        struct mailimap_flag_fetch *ff = clist_content(it);
+        if (!ff || ff->fl_type != MAILIMAP_FLAG_FETCH_OTHER || !ff->fl_flag)
+            continue; /* \Recent is per session: not a property of the message */
+        struct mailimap_flag *fl = ff->fl_flag;
+        const char *name = system_flag(fl->fl_type);
+        if (name) {
+            c->flags[nf++] = name;
+        } else if (fl->fl_type == MAILIMAP_FLAG_KEYWORD && fl->fl_data.fl_keyword) {
+            c->flags[nf++] = fl->fl_data.fl_keyword;
+        } else if (fl->fl_type == MAILIMAP_FLAG_EXTENSION && fl->fl_data.fl_extension &&
+                   next < MB_ARRAY_LEN(ext_off)) {
+            ext_off[next++] = c->ext.len;
+            if (mb_buf_putc(&c->ext, '\\') != MB_OK ||
+                mb_buf_append(&c->ext, fl->fl_data.fl_extension,
+                              strlen(fl->fl_data.fl_extension) + 1) != MB_OK) {
+                c->status = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+                return;
+            }
+        }
+    }
+    for (size_t i = 0; i < next; i++)
+        c->flags[nf++] = c->ext.data + ext_off[i];
+
+    mb_msg_info info = {.uid = uid, .size = size, .internal_date = date,
+                        .flags = c->flags, .nflags = nf};
+    c->delivered++;
+    c->status = c->cb(c->ctx, &info);
+}
+
+static struct mailimap_date *imap_day(int64_t t) {
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm))
+        return NULL;
+    return mailimap_date_new(tm.tm_mday, tm.tm_mon + 1, tm.tm_year + 1900);
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* SEARCH <lo:hi> [SINCE d] [BEFORE d] with the dates widened by a day on each
+ * side: IMAP compares dates only, in the server's time zone; the exact cut is
+ * made on INTERNALDATE afterwards. *out: the matching sequence numbers as a
+ * set, NULL if none. */
+static mb_status search_window(scan_ctx *c, uint32_t lo, uint32_t hi, struct mailimap_set **out) {
+    mb_imap *m = c->m;
+    *out = NULL;
+    struct mailimap_search_key *key = mailimap_search_key_new_multiple_empty();
+    struct mailimap_set *range = mailimap_set_new_interval(lo, hi);
+    if (!key || !range || mailimap_search_key_multiple_add(key, mailimap_search_key_new_set(range))) {
+        if (key)
+            mailimap_search_key_free(key);
+        return mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+    }
+    if (c->since) {
+        struct mailimap_date *d = imap_day(c->since - 86400);
+        if (!d || mailimap_search_key_multiple_add(key, mailimap_search_key_new_since(d))) {
+            mailimap_search_key_free(key);
+            return mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+        }
+    }
+    if (c->until) {
+        struct mailimap_date *d = imap_day(c->until + 2 * 86400);
+        if (!d || mailimap_search_key_multiple_add(key, mailimap_search_key_new_before(d))) {
+            mailimap_search_key_free(key);
+            return mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+        }
+    }
+    clist *res = NULL;
+    int r = mailimap_search(m->imap, NULL, key, &res);
+    mailimap_search_key_free(key);
+    if (r != MAILIMAP_NO_ERROR) {
+        if (res)
+            mailimap_search_result_free(res);
+        return imap_fail(m, r, MB_ERR_INVALID, "SEARCH", m->folder);
+    }
+    size_t cnt = res ? (size_t)clist_count(res) : 0;
+    if (cnt == 0) {
+        if (res)
+            mailimap_search_result_free(res);
+        return MB_OK;
+    }
+    uint32_t *v = malloc(cnt * sizeof *v);
+    struct mailimap_set *set = mailimap_set_new_empty();
+    if (!v || !set) {
+        free(v);
+        if (set)
+            mailimap_set_free(set);
+        mailimap_search_result_free(res);
+        return mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+    }
+    size_t k = 0;
+    for (clistiter *it = clist_begin(res); it; it = clist_next(it))
+        v[k++] = *(uint32_t *)clist_content(it);
+    mailimap_search_result_free(res);
+    qsort(v, k, sizeof *v, cmp_u32);
+    for (size_t i = 0; i < k;) {
+        size_t j = i;
+        while (j + 1 < k && v[j + 1] <= v[j] + 1)
+            j++;
+        if (mailimap_set_add_interval(set, v[i], v[j]) != MAILIMAP_NO_ERROR) {
+            free(v);
+            mailimap_set_free(set);
+            return mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+        }
+        i = j + 1;
+    }
+    free(v);
+    *out = set;
+    return MB_OK;
+}
+
+static struct mailimap_fetch_type *scan_fetch_type(void) {
+    struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+    if (!ft)
+        return NULL;
+    struct mailimap_fetch_att *a[] = {mailimap_fetch_att_new_uid(),
+                                      mailimap_fetch_att_new_rfc822_size(),
+                                      mailimap_fetch_att_new_internaldate(),
+                                      mailimap_fetch_att_new_flags()};
+    bool ok = true;
+    for (size_t i = 0; i < MB_ARRAY_LEN(a); i++) {
+        if (!ok || !a[i] || mailimap_fetch_type_new_fetch_att_list_add(ft, a[i]) != MAILIMAP_NO_ERROR) {
+            if (a[i])
+                mailimap_fetch_att_free(a[i]);
+            ok = false;
+        }
+    }
+    if (!ok) {
+        mailimap_fetch_type_free(ft);
+        return NULL;
+    }
+    return ft;
+}
+
+static mb_status imap_scan(mb_source *s, int64_t since, int64_t until, mb_scan_cb cb, void *ctx) {
+    mb_imap *m = (mb_imap *)s;
+    mb_status st;
+    if ((st = need_session(m, "scan", true)) != MB_OK)
+        return st;
+    if (since < 0 || until < 0 || (since && until && until <= since))
+        return mb_errf(MB_ERR_INVALID, "imap scan: bad range since=%lld until=%lld",
+                       (long long)since, (long long)until);
+    scan_ctx c = {.m = m, .since = since, .until = until, .cb = cb, .ctx = ctx, .status = MB_OK};
+    struct mailimap_fetch_type *ft = scan_fetch_type();
+    if (!ft)
+        return mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+    /* Messages that arrive during the scan are the next sync's business. */
+    uint32_t exists = m->imap->imap_selection_info->sel_exists;
+    for (uint32_t lo = 1; lo <= exists && c.status == MB_OK; lo += SCAN_WINDOW) {
+        uint32_t hi = exists - lo < SCAN_WINDOW - 1 ? exists : lo + SCAN_WINDOW - 1;
+        struct mailimap_set *set = NULL;
+        if (since || until) {
+            if ((st = search_window(&c, lo, hi, &set)) != MB_OK)
+                break;
+            if (!set)
+                continue;
+        } else if (!(set = mailimap_set_new_interval(lo, hi))) {
+            st = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+            break;
+        }
+        clist *res = NULL;
+        mailimap_set_msg_att_handler(m->imap, scan_att_handler, &c);
+        int r = mailimap_fetch(m->imap, set, ft, &res);
+        if (m->imap)
+            mailimap_set_msg_att_handler(m->imap, NULL, NULL);
+        if (res)
+            mailimap_fetch_list_free(res);
+        mailimap_set_free(set);
+        if (r == MAILIMAP_ERROR_FETCH) {
+            /* NO: some messages were expunged meanwhile; the rest came. */
+            char text[200];
+            server_text(m, text, sizeof text);
+            MB_WARN(NULL, NULL, "imap %s:%d folder '%s': FETCH %u:%u: NO %s", m->host, m->port,
+                    m->folder, lo, hi, text);
+        } else if (r != MAILIMAP_NO_ERROR) {
+            char cmd[64];
+            snprintf(cmd, sizeof cmd, "FETCH %u:%u (UID RFC822.SIZE INTERNALDATE FLAGS)", lo, hi);
+            const char *folder = m->folder; /* imap_fail frees it on NET */
+            char fbuf[256];
+            snprintf(fbuf, sizeof fbuf, "%s", folder);
+            st = imap_fail(m, r, MB_ERR_INVALID, cmd, fbuf);
+            break;
+        }
+    }
+    mailimap_fetch_type_free(ft);
+    free(c.flags);
+    mb_buf_free(&c.ext);
+    if (st != MB_OK)
+        return st;
+    MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': scanned %llu messages, %llu in range", m->host,
+             m->port, m->folder, (unsigned long long)c.seen, (unsigned long long)c.delivered);
+    return c.status;
+}
+
+/* ---- fetch ---------------------------------------------------------------- */
+
+typedef struct {
+    mb_imap *m;
+    const uint64_t *want;
+    size_t nwant;
+    mb_fetch_cb cb;
+    void *ctx;
+    mb_status status;
+    size_t got;
+} fetch_ctx;
+
+static void fetch_att_handler(struct mailimap_msg_att *att, void *arg) {
+    fetch_ctx *c = arg;
+    if (c->status != MB_OK || !att || !att->att_list)
+        return;
+    uint64_t uid = 0;
+    const struct mailimap_msg_att_body_section *body = NULL;
+    for (clistiter *it = clist_begin(att->att_list); it; it = clist_next(it)) {
+        struct mailimap_msg_att_item *item = clist_content(it);
+        if (item->att_type != MAILIMAP_MSG_ATT_ITEM_STATIC || !item->att_data.att_static)
+            continue;
+        struct mailimap_msg_att_static *sa = item->att_data.att_static;
+        if (sa->att_type == MAILIMAP_MSG_ATT_UID)
+            uid = sa->att_data.att_uid;
+        else if (sa->att_type == MAILIMAP_MSG_ATT_BODY_SECTION)
+            body = sa->att_data.att_body_section;
+    }
+    if (uid == 0 || !body)
+        return; /* unsolicited flag update */
+    bool wanted = false;
+    for (size_t i = 0; i < c->nwant && !wanted; i++)
+        wanted = c->want[i] == uid;
+    if (!wanted)
+        return;
+    if (!body->sec_body_part) {
+        MB_WARN(NULL, NULL, "imap %s:%d folder '%s': UID %llu: BODY[] is NIL", c->m->host,
+                c->m->port, c->m->folder, (unsigned long long)uid);
+        return;
+    }
+    c->got++;
+    c->status = c->cb(c->ctx, uid, body->sec_body_part, body->sec_length);
+}
+
+static mb_status imap_fetch(mb_source *s, const uint64_t *uids, size_t n, mb_fetch_cb cb, void *ctx) {
+    mb_imap *m = (mb_imap *)s;
+    mb_status st;
+    if ((st = need_session(m, "UID FETCH", true)) != MB_OK)
+        return st;
+    for (size_t i = 0; i < n; i++)
+        if (uids[i] == 0 || uids[i] > UINT32_MAX)
+            return mb_errf(MB_ERR_INVALID, "imap fetch: UID %llu out of range",
+                           (unsigned long long)uids[i]);
+    fetch_ctx c = {.m = m, .cb = cb, .ctx = ctx, .status = MB_OK};
+    for (size_t off = 0; off < n && c.status == MB_OK; off += FETCH_BATCH) {
+        size_t cnt = n - off < FETCH_BATCH ? n - off : FETCH_BATCH;
+        struct mailimap_set *set = mailimap_set_new_empty();
+        struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+        struct mailimap_section *sec = mailimap_section_new(NULL);
+        struct mailimap_fetch_att *a_uid = mailimap_fetch_att_new_uid();
+        struct mailimap_fetch_att *a_body = sec ? mailimap_fetch_att_new_body_peek_section(sec) : NULL;
+        bool ok = set && ft && a_uid && a_body;
+        if (!a_body && sec)
+            mailimap_section_free(sec);
+        if (ok && mailimap_fetch_type_new_fetch_att_list_add(ft, a_uid) == MAILIMAP_NO_ERROR)
+            a_uid = NULL;
+        else
+            ok = false;
+        if (ok && mailimap_fetch_type_new_fetch_att_list_add(ft, a_body) == MAILIMAP_NO_ERROR)
+            a_body = NULL;
+        else
+            ok = false;
+        for (size_t i = 0; ok && i < cnt; i++)
+            ok = mailimap_set_add_single(set, (uint32_t)uids[off + i]) == MAILIMAP_NO_ERROR;
+        if (a_uid)
+            mailimap_fetch_att_free(a_uid);
+        if (a_body)
+            mailimap_fetch_att_free(a_body);
+        if (!ok) {
+            if (set)
+                mailimap_set_free(set);
+            if (ft)
+                mailimap_fetch_type_free(ft);
+            return mb_errf(MB_ERR_NOMEM, "imap fetch: out of memory");
+        }
+        c.want = uids + off;
+        c.nwant = cnt;
+        clist *res = NULL;
+        mailimap_set_msg_att_handler(m->imap, fetch_att_handler, &c);
+        int r = mailimap_uid_fetch(m->imap, set, ft, &res);
+        if (m->imap)
+            mailimap_set_msg_att_handler(m->imap, NULL, NULL);
+        if (res)
+            mailimap_fetch_list_free(res);
+        mailimap_set_free(set);
+        mailimap_fetch_type_free(ft);
+        if (r != MAILIMAP_NO_ERROR) {
+            char cmd[96], fbuf[256];
+            snprintf(cmd, sizeof cmd, "UID FETCH %llu%s BODY.PEEK[]",
+                     (unsigned long long)uids[off], cnt > 1 ? ",..." : "");
+            snprintf(fbuf, sizeof fbuf, "%s", m->folder);
+            if (r == MAILIMAP_ERROR_FETCH) {
+                /* NO: messages vanished meanwhile; those that came were delivered. */
+                char text[200];
+                server_text(m, text, sizeof text);
+                MB_WARN(NULL, NULL, "imap %s:%d folder '%s': %s: NO %s", m->host, m->port, fbuf,
+                        cmd, text);
+                continue;
+            }
+            return imap_fail(m, r, MB_ERR_INVALID, cmd, fbuf);
+        }
+    }
+    if (c.status == MB_OK && c.got < n)
+        MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': %zu of %zu UIDs no longer exist", m->host,
+                 m->port, m->folder, n - c.got, n);
+    return c.status;
+}
+
+/* ---- seeding helpers ------------------------------------------------------ */
+
+mb_status mb_imap_append(mb_source *s, const char *folder, const char *data, size_t len,
+                         const char *const *flags, size_t nflags, int64_t internal_date) {
+    mb_imap *m = (mb_imap *)s;
+    mb_status st;
+    if ((st = need_session(m, "APPEND", false)) != MB_OK)
+        return st;
+    struct mailimap_flag_list *fl = mailimap_flag_list_new_empty();
+    if (!fl)
+        return mb_errf(MB_ERR_NOMEM, "imap append: out of memory");
+    for (size_t i = 0; i < nflags; i++) {
+        const char *f = flags[i];
+        struct mailimap_flag *x = NULL;
+        if (strcasecmp(f, "\\Seen") == 0)
+            x = mailimap_flag_new_seen();
+        else if (strcasecmp(f, "\\Flagged") == 0)
+            x = mailimap_flag_new_flagged();
+        else if (strcasecmp(f, "\\Answered") == 0)
+            x = mailimap_flag_new_answered();
+        else if (strcasecmp(f, "\\Draft") == 0)
+            x = mailimap_flag_new_draft();
+        else if (strcasecmp(f, "\\Deleted") == 0)
+            x = mailimap_flag_new_deleted();
+        else if (f[0] != '\\' && f[0]) {
+            char *kw = strdup(f);
+            x = kw ? mailimap_flag_new_flag_keyword(kw) : NULL;
+            if (!x)
+                free(kw);
+        } else {
+            mailimap_flag_list_free(fl);
+            return mb_errf(MB_ERR_INVALID, "imap append: unsupported flag '%s'", f);
+        }
+        if (!x || mailimap_flag_list_add(fl, x) != MAILIMAP_NO_ERROR) {
+            if (x)
+                mailimap_flag_free(x);
+            mailimap_flag_list_free(fl);
+            return mb_errf(MB_ERR_NOMEM, "imap append: out of memory");
+        }
+    }
+    struct mailimap_date_time *dt = NULL;
+    if (internal_date) {
+        time_t t = (time_t)internal_date;
+        struct tm tm;
+        if (!gmtime_r(&t, &tm)) {
+            mailimap_flag_list_free(fl);
+            return mb_errf(MB_ERR_INVALID, "imap append: bad date %lld", (long long)internal_date);
+        }
+        dt = mailimap_date_time_new(tm.tm_mday, tm.tm_mon + 1, tm.tm_year + 1900, tm.tm_hour,
+                                    tm.tm_min, tm.tm_sec, 0);
+        if (!dt) {
+            mailimap_flag_list_free(fl);
+            return mb_errf(MB_ERR_NOMEM, "imap append: out of memory");
+        }
+    }
+    int r = mailimap_append(m->imap, folder, fl, dt, data, len);
+    mailimap_flag_list_free(fl);
+    if (dt)
+        mailimap_date_time_free(dt);
+    if (r != MAILIMAP_NO_ERROR)
+        return imap_fail(m, r, MB_ERR_INVALID, "APPEND", folder);
+    return MB_OK;
+}
+
+mb_status mb_imap_create_folder(mb_source *s, const char *folder) {
+    mb_imap *m = (mb_imap *)s;
+    mb_status st;
+    if ((st = need_session(m, "CREATE", false)) != MB_OK)
+        return st;
+    int r = mailimap_create(m->imap, folder);
+    if (r == MAILIMAP_ERROR_CREATE) {
+        clist *list = NULL;
+        int r2 = mailimap_list(m->imap, "", folder, &list);
+        bool exists = r2 == MAILIMAP_NO_ERROR && list && clist_count(list) > 0;
+        if (list)
+            mailimap_list_result_free(list);
+        if (exists)
+            return MB_OK;
+    }
+    if (r != MAILIMAP_NO_ERROR)
+        return imap_fail(m, r, MB_ERR_INVALID, "CREATE", folder);
+    return MB_OK;
+}
+
+/* ---- object --------------------------------------------------------------- */
+
+static void imap_free(mb_source *s) {
+    mb_imap *m = (mb_imap *)s;
+    if (m->imap)
+        mailimap_logout(m->imap); /* polite; a dead server just times out */
+    drop_session(m);
+    free(m->host);
+    free(m->user);
+    if (m->password) {
+        /* Do not leave the secret lying in freed heap. */
+        memset(m->password, 0, strlen(m->password));
+        free(m->password);
+    }
+    if (m->token) {
+        memset(m->token, 0, strlen(m->token));
+        free(m->token);
+    }
+    free(m->ca_file);
+    free(m->tls_name);
+    free(m);
+}
+
+static const struct mb_source_ops imap_ops = {
+    .kind = "imap",
+    .connect = imap_connect,
+    .list_folders = imap_list_folders,
+    .open_folder = imap_open_folder,
+    .scan = imap_scan,
+    .fetch = imap_fetch,
+    .free = imap_free,
+};
+
+static bool dup_opt(const char *in, char **out) {
+    *out = NULL;
+    if (!in)
+        return true;
+    *out = strdup(in);
+    return *out != NULL;
+}
+
+mb_status mb_source_imap_new(const mb_source_cfg *cfg, mb_source **out) {
+    *out = NULL;
+    if (!cfg->host || !*cfg->host)
+        return mb_errf(MB_ERR_CONFIG, "imap: host is empty");
+    if (!cfg->user || !*cfg->user)
+        return mb_errf(MB_ERR_CONFIG, "imap %s: user is empty", cfg->host);
+    if (!cfg->password && !cfg->xoauth2_token)
+        return mb_errf(MB_ERR_CONFIG, "imap %s: neither password nor XOAUTH2 token", cfg->host);
+    if (cfg->tls != MB_TLS_IMAPS && cfg->tls != MB_TLS_STARTTLS && cfg->tls != MB_TLS_PLAIN)
+        return mb_errf(MB_ERR_CONFIG, "imap %s: unknown tls mode %d", cfg->host, cfg->tls);
+    if (cfg->port < 0 || cfg->port > 65535)
+        return mb_errf(MB_ERR_CONFIG, "imap %s: port %d out of range", cfg->host, cfg->port);
+    if (cfg->timeout_s < 0)
+        return mb_errf(MB_ERR_CONFIG, "imap %s: negative timeout", cfg->host);
+    if (cfg->tls == MB_TLS_PLAIN && !cfg->allow_plain_remote && !host_is_loopback(cfg->host))
+        return mb_errf(MB_ERR_CONFIG,
+                       "imap %s: plain text (no TLS) is only allowed to loopback hosts", cfg->host);
+    mb_imap *m = calloc(1, sizeof *m);
+    if (!m)
+        return mb_errf(MB_ERR_NOMEM, "imap: out of memory");
+    m->base.ops = &imap_ops;
+    m->tls = cfg->tls;
+    m->port = cfg->port ? cfg->port : cfg->tls == MB_TLS_IMAPS ? 993 : 143;
+    m->timeout_s = cfg->timeout_s ? cfg->timeout_s : DEFAULT_TIMEOUT_S;
+    m->allow_plain_remote = cfg->allow_plain_remote;
+    if (!dup_opt(cfg->host, &m->host) || !dup_opt(cfg->user, &m->user) ||
+        !dup_opt(cfg->password, &m->password) || !dup_opt(cfg->xoauth2_token, &m->token) ||
+        !dup_opt(cfg->ca_file && *cfg->ca_file ? cfg->ca_file : NULL, &m->ca_file) ||
+        !dup_opt(cfg->tls_name && *cfg->tls_name ? cfg->tls_name : NULL, &m->tls_name)) {
+        imap_free(&m->base);
+        return mb_errf(MB_ERR_NOMEM, "imap: out of memory");
+    }
+    *out = &m->base;
+    return MB_OK;
+}

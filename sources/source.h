@@ -1,0 +1,134 @@
+/* source.h — the one interface scan and fetch use to read a mailbox, whatever
+ * the account type (like isync's struct driver). A backend (sources/imap/,
+ * sources/gmail/) embeds `mb_source` as the first member of its own struct and
+ * fills in `ops`; callers only ever go through the mb_source_* wrappers below.
+ *
+ * Life cycle:  new (backend-specific) -> connect -> list_folders / open_folder
+ *              -> scan / fetch (on the open folder) -> free.
+ * After MB_ERR_NET the connection is gone: call connect (and open_folder)
+ * again to retry; every other error leaves the connection usable.
+ *
+ * Error classes every backend maps to:
+ *   MB_ERR_AUTH     credentials refused (not retryable without new credentials)
+ *   MB_ERR_NET      connection refused/dropped, timeout, TLS failure (retryable)
+ *   MB_ERR_NOTFOUND folder does not exist (any more)
+ *   MB_ERR_INVALID  the server sent something we cannot parse, or bad arguments
+ *   MB_ERR_CONFIG   the configuration cannot work (e.g. plain text to a remote host)
+ * The message (mb_err_last) names the server host:port, the folder and the command. */
+#ifndef MB_SOURCE_H
+#define MB_SOURCE_H
+
+#include "util/mb.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct mb_source mb_source;
+
+/* One folder as listed by the server. All strings owned by the array
+ * (free with mb_folder_info_free). */
+typedef struct {
+    char *name;      /* the server's own name (IMAP: modified UTF-7): use it in calls */
+    char *display;   /* name decoded to UTF-8, for people and the database */
+    char *role;      /* "inbox","sent","drafts","trash","junk","archive","all","flagged" or NULL */
+    char delimiter;  /* hierarchy separator, 0 if the server has none */
+    bool noselect;   /* a container that holds no messages: do not open it */
+} mb_folder_info;
+
+/* The state of an opened folder. highest_modseq is 0 when the server has no
+ * CONDSTORE (or the folder has no mod-sequences). */
+typedef struct {
+    uint64_t uidvalidity, uidnext, highest_modseq;
+    uint32_t exists;
+} mb_folder_state;
+
+/* One message's metadata, valid only during the scan callback (the strings
+ * belong to the backend; copy what you keep). Flags are IMAP-style
+ * ("\\Seen", "\\Flagged", "$Forwarded", ...). */
+typedef struct {
+    uint64_t uid, size;
+    int64_t internal_date; /* unix seconds, UTC */
+    const char *const *flags;
+    size_t nflags;
+} mb_msg_info;
+
+enum { MB_TLS_IMAPS = 0, MB_TLS_STARTTLS = 1, MB_TLS_PLAIN = 2 };
+
+/* Connection settings; strings are copied by the backend's _new. */
+typedef struct {
+    const char *host;
+    int port;                  /* 0: 993 for imaps, 143 otherwise */
+    int tls;                   /* MB_TLS_* */
+    const char *user;
+    const char *password;      /* LOGIN, or ...            */
+    const char *xoauth2_token; /* ... AUTHENTICATE XOAUTH2 when non-NULL */
+    const char *ca_file;       /* PEM trust anchors; NULL: the system store */
+    const char *tls_name;      /* name the certificate must carry; NULL: host */
+    bool allow_plain_remote;   /* MB_TLS_PLAIN to a non-loopback host */
+    int timeout_s;             /* connect and per-read timeout; 0: 60 s */
+} mb_source_cfg;
+
+/* Callbacks return MB_OK to go on; any other status stops the operation
+ * after the current server command has been read to its end (so the
+ * connection stays usable) and is returned by scan/fetch. */
+typedef mb_status (*mb_scan_cb)(void *ctx, const mb_msg_info *msg);
+/* data/len: the message's exact raw bytes, valid only during the call. */
+typedef mb_status (*mb_fetch_cb)(void *ctx, uint64_t uid, const char *data, size_t len);
+
+struct mb_source_ops {
+    const char *kind; /* "imap", "gmail" */
+    /* Connect and log in (again, after MB_ERR_NET). */
+    mb_status (*connect)(mb_source *s);
+    /* Every folder, with its role. *out is owned by the caller: mb_folder_info_free. */
+    mb_status (*list_folders)(mb_source *s, mb_folder_info **out, size_t *n);
+    /* Open a folder read-only; scan and fetch work on it. */
+    mb_status (*open_folder)(mb_source *s, const char *name, mb_folder_state *st);
+    /* Every message of the open folder whose internal date is in
+     * [since, until) (unix seconds, 0 = unbounded), one callback each, in
+     * the server's order, streaming: metadata is not all held in memory. */
+    mb_status (*scan)(mb_source *s, int64_t since, int64_t until, mb_scan_cb cb, void *ctx);
+    /* Raw bytes of the given UIDs of the open folder, never marking them
+     * read. A UID that no longer exists gets no callback (compare). */
+    mb_status (*fetch)(mb_source *s, const uint64_t *uids, size_t n, mb_fetch_cb cb, void *ctx);
+    void (*free)(mb_source *s);
+};
+
+struct mb_source {
+    const struct mb_source_ops *ops;
+};
+
+static inline mb_status mb_source_connect(mb_source *s) { return s->ops->connect(s); }
+static inline mb_status mb_source_list_folders(mb_source *s, mb_folder_info **out, size_t *n) {
+    return s->ops->list_folders(s, out, n);
+}
+static inline mb_status mb_source_open_folder(mb_source *s, const char *name, mb_folder_state *st) {
+    return s->ops->open_folder(s, name, st);
+}
+static inline mb_status mb_source_scan(mb_source *s, int64_t since, int64_t until, mb_scan_cb cb,
+                                       void *ctx) {
+    return s->ops->scan(s, since, until, cb, ctx);
+}
+static inline mb_status mb_source_fetch(mb_source *s, const uint64_t *uids, size_t n,
+                                        mb_fetch_cb cb, void *ctx) {
+    return s->ops->fetch(s, uids, n, cb, ctx);
+}
+/* NULL is fine. */
+static inline void mb_source_free(mb_source *s) {
+    if (s)
+        s->ops->free(s);
+}
+
+/* Free an array returned by list_folders (NULL is fine). */
+static inline void mb_folder_info_free(mb_folder_info *f, size_t n) {
+    if (!f)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        free(f[i].name);
+        free(f[i].display);
+        free(f[i].role);
+    }
+    free(f);
+}
+
+#endif
