@@ -20,7 +20,6 @@
 #include "util/log.h"
 
 #include <arpa/inet.h>
-#include <ctype.h>
 #include <libetpan/libetpan.h>
 #include <signal.h>
 #include <stdio.h>
