@@ -505,8 +505,8 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
             if (s != NATS_OK && s != NATS_TIMEOUT && s != NATS_NOT_FOUND &&
                 t1 - last_err_log > 10000) {
                 /* Disconnected, etc.: nats.c reconnects; keep trying. */
-                MB_WARN(NULL, NULL, "bus: fetch from %s > %s: %s; retrying", ls.stream, stage,
-                        natsStatus_GetText(s));
+                mb_bus_nats_err(s, 0, "fetch from %s > %s", ls.stream, stage);
+                MB_WARN(NULL, NULL, "bus: %s; retrying", mb_err_last());
                 last_err_log = t1;
             }
             /* An early return (stale status, disconnected) must not spin. */
