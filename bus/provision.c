@@ -81,7 +81,10 @@ static mb_status ensure_stream(mb_bus *b, const stream_spec *sp, int64_t dup_ns)
     jsStreamInfo *si = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_AddStream(&si, b->js, &cfg, NULL, &jerr);
-    if (s != NATS_OK && jerr == JSStreamNameExistErr) {
+    /* Stages start together: when another process created the stream an
+     * instant earlier, 2.9 may answer "subjects overlap" (10065) rather than
+     * "name exists" (10058). Either way the stream exists: update it. */
+    if (s != NATS_OK && (jerr == JSStreamNameExistErr || jerr == JSStreamSubjectOverlapErr)) {
         jerr = 0;
         s = js_UpdateStream(&si, b->js, &cfg, NULL, &jerr);
     }

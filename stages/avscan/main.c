@@ -28,6 +28,7 @@ typedef struct {
     mb_stage *st;
     const char *socket;
     int64_t max_deliver;
+    bool clamd_down; /* an outage is recorded on the job once, not per record */
 } avscan;
 
 static mb_status sink(void *ctx, const void *p, size_t n)
@@ -105,6 +106,7 @@ static void handle_one(avscan *av, mb_bus_delivery *d)
         char sig[256] = "";
         s = scan_part(av, &r, &v, sig, sizeof sig);
         if (!s) {
+            av->clamd_down = false;
             const char *status = v == MB_AV_CLEAN ? "clean" : v == MB_AV_INFECTED ? "infected" : "error";
             if (v == MB_AV_INFECTED)
                 MB_WARN(js, as, "attachment %s (part %s of %.12s) infected: %s", r.sha256, r.part,
@@ -119,8 +121,9 @@ static void handle_one(avscan *av, mb_bus_delivery *d)
                 mb_job_problem(av->st->db, r.job, r.account_id, "avscan", why);
                 s = apply(av->st->db, r.sha256, "error", "clamd unavailable");
             } else {
-                if (d->deliveries == 1)
+                if (!av->clamd_down)
                     mb_job_problem(av->st->db, r.job, r.account_id, "avscan", why);
+                av->clamd_down = true;
                 int64_t delay = 2000LL << (d->deliveries < 5 ? d->deliveries : 5);
                 MB_WARN(js, as, "%s; retrying in %lld ms", why, (long long)delay);
                 mb_bus_retry(d, delay, "%s", why);

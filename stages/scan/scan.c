@@ -128,7 +128,8 @@ static mb_status scan_account(mb_scan *sc, uint64_t job, const mb_account *a, mb
         if (!s) s = save_folder(db, a->id, &fl[i], &fs, &fid);
         if (!s) s = mb_source_scan(src, since, until, on_msg, &iv);
         if (!s) {
-            qsort(iv.v, iv.n, sizeof *iv.v, cmp_uid);
+            if (iv.n > 1) /* an empty folder has no array at all */
+                qsort(iv.v, iv.n, sizeof *iv.v, cmp_uid);
             s = mb_job_add_folder(db, job, fid, iv.v, iv.n, &seq);
         }
         if (!s)
