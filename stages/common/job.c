@@ -494,3 +494,28 @@ mb_status mb_job_list_status(mb_db *db, const char *status, uint64_t *ids_out, s
     PQclear(r);
     return MB_OK;
 }
+
+mb_status mb_job_try_lock(mb_db *db, int key, uint64_t job, bool *mine)
+{
+    char k[16];
+    snprintf(k, sizeof k, "%d", key);
+    U64STR(j, job);
+    const char *p[] = {k, j};
+    PGresult *r;
+    *mine = false;
+    mb_status s = mb_db_query(db, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, p, &r);
+    if (s)
+        return s;
+    *mine = PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    return MB_OK;
+}
+
+void mb_job_unlock(mb_db *db, int key, uint64_t job)
+{
+    char k[16];
+    snprintf(k, sizeof k, "%d", key);
+    U64STR(j, job);
+    const char *p[] = {k, j};
+    mb_db_query(db, "SELECT pg_advisory_unlock($1::int, $2::int)", 2, p, NULL);
+}

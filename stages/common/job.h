@@ -80,6 +80,12 @@ mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev);
  * move a running job to 'completed'; *done_out says whether it did. */
 mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out);
 
+/* One process at a time per (key, job), across every copy of a stage: a
+ * session advisory lock. *mine says whether this call got it; release with
+ * mb_job_unlock. Keys: 7001 scanning, 7002 coordinating. */
+mb_status mb_job_try_lock(mb_db *db, int key, uint64_t job, bool *mine);
+void mb_job_unlock(mb_db *db, int key, uint64_t job);
+
 /* Jobs in one of the given states, oldest first (ids_out room for max). */
 mb_status mb_job_list_status(mb_db *db, const char *status, uint64_t *ids_out, size_t max,
                              size_t *n_out);

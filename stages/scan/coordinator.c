@@ -95,15 +95,10 @@ static mb_status coordinate_job(mb_scan *sc, uint64_t job, bool running)
     mb_db *db = sc->st->db;
     char j[24];
     mb_u64s(j, job);
-    const char *lp[] = {j};
-    PGresult *r;
-    mb_status s = mb_db_query(db, "SELECT pg_try_advisory_lock(7002, $1::int)", 1, lp, &r);
-    if (s)
+    bool mine;
+    mb_status s = mb_job_try_lock(db, 7002, job, &mine);
+    if (s || !mine)
         return s;
-    bool mine = PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    if (!mine)
-        return MB_OK;
     if (running) {
         uint64_t ids[64];
         size_t n = 0;
@@ -126,7 +121,7 @@ static mb_status coordinate_job(mb_scan *sc, uint64_t job, bool running)
                     ev.av_scanned, ev.av_infected);
         mb_rec_free(&mb_type_event, &ev);
     }
-    mb_db_query(db, "SELECT pg_advisory_unlock(7002, $1::int)", 1, lp, NULL);
+    mb_job_unlock(db, 7002, job);
     return s;
 }
 

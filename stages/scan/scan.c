@@ -154,14 +154,10 @@ mb_status mb_scan_job(mb_scan *sc, uint64_t job)
     mb_u64s(jobs, job);
     /* One scanner per job, whichever copy of the stage gets there first. */
     const char *lp[] = {jobs};
-    PGresult *r;
-    mb_status s = mb_db_query(db, "SELECT pg_try_advisory_lock(7001, $1::int)", 1, lp, &r);
-    if (s)
+    bool mine;
+    mb_status s = mb_job_try_lock(db, 7001, job, &mine);
+    if (s || !mine)
         return s;
-    bool mine = PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    if (!mine)
-        return MB_OK;
 
     PGresult *o = NULL;
     mb_rec_command opt = {0};
@@ -227,6 +223,6 @@ out:
     mb_account_secret_free(secret);
     mb_account_free(&a);
     mb_rec_free(&mb_type_command, &opt);
-    mb_db_query(db, "SELECT pg_advisory_unlock(7001, $1::int)", 1, lp, NULL);
+    mb_job_unlock(db, 7001, job);
     return s;
 }
