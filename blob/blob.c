@@ -30,7 +30,7 @@
 #include <unistd.h>
 
 #define BLOB_BUF (64 * 1024)
-#define REL_LEN 72 /* "ab/cd/" + 64 hex + NUL, rounded */
+#define REL_LEN 72 /* "ab/" + 64 hex + NUL, rounded */
 
 typedef struct {
     char **v;
@@ -130,7 +130,7 @@ static mb_status check_hex(const char *hex)
 
 static void rel_path(const char *hex, char out[REL_LEN])
 {
-    snprintf(out, REL_LEN, "%.2s/%.2s/%s", hex, hex + 2, hex);
+    snprintf(out, REL_LEN, "%.2s/%s", hex, hex);
 }
 
 static void to_hex(const unsigned char *d, char out[65])
@@ -537,20 +537,16 @@ void mb_blob_writer_abort(mb_blob_writer *w)
 }
 
 /* Record a committed blob for the next sync. Called with s->mu held. */
-static mb_status note_pending(mb_blob_store *s, const char *rel, bool made_ab, bool made_cd)
+static mb_status note_pending(mb_blob_store *s, const char *rel, bool made_ab)
 {
     s->pending++;
     if (s->mode != MB_BLOB_SYNC_FILES)
         return MB_OK;
     char dir[8];
     mb_status st = strlist_add(&s->pend_files, rel);
-    snprintf(dir, sizeof dir, "%.5s", rel); /* "ab/cd" */
+    snprintf(dir, sizeof dir, "%.2s", rel); /* "ab" */
     if (st == MB_OK)
         st = strlist_add(&s->pend_dirs, dir);
-    if (st == MB_OK && made_cd) {
-        dir[2] = '\0'; /* "ab" */
-        st = strlist_add(&s->pend_dirs, dir);
-    }
     if (st == MB_OK && made_ab)
         st = strlist_add(&s->pend_dirs, ".");
     return st;
@@ -573,15 +569,9 @@ mb_status mb_blob_writer_commit(mb_blob_writer *w, char hex_out[65], uint64_t *s
     close(w->fd);
     w->fd = -1;
 
-    bool made_ab = false, made_cd = false;
+    bool made_ab = false;
     snprintf(dir, sizeof dir, "%.2s", hex);
     if (io_mkdir(s, dir, &made_ab) != 0) {
-        st = mb_errf(MB_ERR_IO, "blob store %s: mkdir %s: %s", s->root, dir, strerror(errno));
-        writer_release(w, true);
-        return st;
-    }
-    snprintf(dir, sizeof dir, "%.2s/%.2s", hex, hex + 2);
-    if (io_mkdir(s, dir, &made_cd) != 0) {
         st = mb_errf(MB_ERR_IO, "blob store %s: mkdir %s: %s", s->root, dir, strerror(errno));
         writer_release(w, true);
         return st;
@@ -610,7 +600,7 @@ mb_status mb_blob_writer_commit(mb_blob_writer *w, char hex_out[65], uint64_t *s
         }
     }
     pthread_mutex_lock(&s->mu);
-    st = note_pending(s, rel, made_ab, made_cd);
+    st = note_pending(s, rel, made_ab);
     pthread_mutex_unlock(&s->mu);
     uint64_t size = w->size;
     writer_release(w, false);
@@ -706,7 +696,7 @@ mb_status mb_blob_path(const mb_blob_store *s, const char *hex, char *out, size_
     mb_status st = check_hex(hex);
     if (st != MB_OK)
         return st;
-    int n = snprintf(out, outlen, "%s/%.2s/%.2s/%s", s->root, hex, hex + 2, hex);
+    int n = snprintf(out, outlen, "%s/%.2s/%s", s->root, hex, hex);
     if (n < 0 || (size_t)n >= outlen)
         return mb_errf(MB_ERR_TOOBIG, "blob path for %s needs %d bytes, have %zu", hex, n + 1,
                        outlen);

@@ -469,8 +469,7 @@ mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out)
     U64STR(j, job);
     const char *p[] = {j};
     PGresult *r;
-    mb_status s = exec(db, "job_chunks_done", 1, p, NULL);
-    if (!s) s = exec(db, "job_try_complete", 1, p, &r);
+    mb_status s = exec(db, "job_try_complete", 1, p, &r);
     if (s)
         return s;
     *done_out = PQntuples(r) == 1;

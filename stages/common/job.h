@@ -76,8 +76,9 @@ mb_status mb_job_marked(mb_db *db, uint64_t job, uint64_t folder_id, int bit,
 
 /* Recount the job's counters into sync_jobs and fill ev (kind "progress"). */
 mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev);
-/* If every message is stored or failed and no attachment scan is pending,
- * move a running job to 'completed'; *done_out says whether it did. */
+/* If every chunk is done (see mb_job_chunks_to_publish, which marks them)
+ * and no attachment scan is pending, move a running job to 'completed';
+ * *done_out says whether it did. */
 mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out);
 
 /* One process at a time per (key, job), across every copy of a stage: a

@@ -1,8 +1,9 @@
 /* coordinator.c — drives running jobs: marks finished chunks done, publishes
  * the next fetch tasks (newest first) so that at most max_inflight chunks
  * per job are in flight, queues deferred attachment scans once every message
- * is stored, publishes a progress event per job per pass, and completes
- * jobs. Paused jobs publish nothing new; cancelled ones are left alone. */
+ * is stored, publishes a progress event per job about once a second (the
+ * recount reads every job_messages row of the job), and completes jobs.
+ * Paused jobs publish nothing new; cancelled ones are left alone. */
 #include "schemas/schema.h"
 #include "stages/common/job.h"
 #include "stages/scan/scan.h"
@@ -12,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* Passes (250 ms apart) between progress events of a job. */
+#define REPORT_EVERY 4
 
 static mb_status publish_chunk(mb_scan *sc, uint64_t chunk)
 {
@@ -113,7 +117,8 @@ static mb_status coordinate_job(mb_scan *sc, uint64_t job, bool running)
     bool done = false;
     if (!s && running) s = mb_job_try_complete(db, job, &done);
     mb_rec_event ev;
-    if (!s && !(s = mb_job_refresh(db, job, &ev))) {
+    bool report = done || sc->pass % REPORT_EVERY == 0;
+    if (!s && report && !(s = mb_job_refresh(db, job, &ev))) {
         s = mb_stage_event(sc->st->bus, "scan", done ? "completed" : "progress", &ev);
         if (done)
             MB_INFO(j, NULL, "job completed: %" PRIu64 " stored, %" PRIu64 " errors, %" PRIu64
@@ -127,6 +132,7 @@ static mb_status coordinate_job(mb_scan *sc, uint64_t job, bool running)
 
 mb_status mb_scan_coordinate(mb_scan *sc)
 {
+    sc->pass++;
     static const char *const states[] = {"running", "paused"};
     mb_status first = MB_OK;
     for (size_t k = 0; k < MB_ARRAY_LEN(states); k++) {

@@ -14,6 +14,7 @@ typedef struct {
     mb_db *cmd_db;         /* commands run on a nats.c thread: own connection */
     pthread_mutex_t cmd_mu;
     int max_inflight;      /* chunks published and not done, per job */
+    unsigned pass;         /* coordination passes so far */
 } mb_scan;
 
 /* <p>.cmd.> handler (see commands.c for the operations). */

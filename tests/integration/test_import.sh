@@ -57,7 +57,7 @@ jq -r '.folder + "\t" + (.uid|tostring) + "\t" + .sha256' "$W/messages.json" | s
 li_diff "$W/server_sha" "$W/cli_sha" "messages --json sha256 != server raw bytes"
 bad=0
 while read -r sha; do
-  f=$MAILBUS_BLOB_DIR/${sha:0:2}/${sha:2:2}/$sha
+  f=$MAILBUS_BLOB_DIR/${sha:0:2}/$sha
   [[ -f $f ]] || { echo "missing blob $f"; bad=$((bad + 1)); continue; }
   [[ $(sha256sum "$f" | cut -d' ' -f1) == "$sha" ]] || { echo "blob $f has other content"; bad=$((bad + 1)); }
 done < <(cut -f3 "$W/db_sha" | sort -u)

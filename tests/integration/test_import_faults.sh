@@ -51,7 +51,7 @@ check_all_stored() {
   li_diff "$W/server_sha" "$W/$2.sha" "$2: blob hashes differ from the server's bytes"
   local sha bad=0
   for sha in $(cut -f3 "$W/$2.sha" | sort -u); do
-    [[ $(sha256sum "$MAILBUS_BLOB_DIR/${sha:0:2}/${sha:2:2}/$sha" 2>/dev/null | cut -d' ' -f1) == "$sha" ]] || bad=$((bad + 1))
+    [[ $(sha256sum "$MAILBUS_BLOB_DIR/${sha:0:2}/$sha" 2>/dev/null | cut -d' ' -f1) == "$sha" ]] || bad=$((bad + 1))
   done
   ((bad == 0)) || li_fail "$2: $bad blob files missing or not matching their name"
   IFS=$'\t' read -r st tot so er < <(li_sql "SELECT status, total_messages, stored, errors FROM sync_jobs WHERE id = $1")
