@@ -51,11 +51,14 @@ static const struct {
      "total_messages = t.n, total_bytes = t.b, scanned = t.n "
      "FROM (SELECT count(*) AS n, coalesce(sum(size), 0) AS b FROM job_messages "
      "WHERE job_id = $1) t WHERE j.id = $1 AND j.status = 'scanning'"},
+    /* A chunk is done when every stage has recorded each of its messages (or
+     * it failed): a fetch task redelivered after a crash may still be marking
+     * messages that parse and store already finished. */
     {"job_chunks_done", 1,
      "UPDATE job_chunks c SET state = 'done', updated_at = now(), stored_count = "
      "(SELECT count(*) FROM job_messages m WHERE m.chunk_id = c.id AND m.st & 4 <> 0) "
      "WHERE c.job_id = $1 AND c.state = 'published' AND NOT EXISTS "
-     "(SELECT 1 FROM job_messages m WHERE m.chunk_id = c.id AND m.st & 12 = 0)"},
+     "(SELECT 1 FROM job_messages m WHERE m.chunk_id = c.id AND m.st & 8 = 0 AND m.st & 7 <> 7)"},
     {"job_chunks_next", 2,
      "SELECT id FROM job_chunks WHERE job_id = $1 AND state = 'pending' ORDER BY seq "
      "LIMIT greatest(0, $2::int - (SELECT count(*) FROM job_chunks "

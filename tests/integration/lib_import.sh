@@ -250,5 +250,5 @@ li_dump() {
           SELECT 'email_locations', count(*) FROM email_locations UNION ALL
           SELECT 'addresses', count(*) FROM addresses UNION ALL
           SELECT 'attachments', count(*) FROM attachments" >>"$1"
-  (cd "$MAILBUS_BLOB_DIR" && find . -path './??/??/*' -type f | sort) >"$1.blobs"
+  (cd "$MAILBUS_BLOB_DIR" && find . -path './??/*' -type f | sort) >"$1.blobs"
 }

@@ -62,7 +62,7 @@ while read -r sha; do
   [[ $(sha256sum "$f" | cut -d' ' -f1) == "$sha" ]] || { echo "blob $f has other content"; bad=$((bad + 1)); }
 done < <(cut -f3 "$W/db_sha" | sort -u)
 ((bad == 0)) || li_fail "$bad blob files missing or wrong"
-nblobs=$(cd "$MAILBUS_BLOB_DIR" && find . -path './??/??/*' -type f | wc -l)
+nblobs=$(cd "$MAILBUS_BLOB_DIR" && find . -path './??/*' -type f | wc -l)
 [[ $nblobs == "$(cut -f3 "$W/db_sha" | sort -u | wc -l)" ]] || li_fail "$nblobs blob files for $(cut -f3 "$W/db_sha" | sort -u | wc -l) distinct messages"
 li_ok "blob SHA-256 (db, messages --json, sha256sum of the files) == server bytes, all $total"
 

@@ -148,7 +148,7 @@ if [[ " $CASES " == *" c "* ]]; then
   # user's imap processes (doveadm who lists their pids).
   deadline=$((SECONDS + 60)) killed=
   while ((SECONDS < deadline)); do
-    if [[ -n $(find "$MAILBUS_BLOB_DIR" -path '*/??/??/*' -type f -print -quit 2>/dev/null) ]]; then
+    if [[ -n $(find "$MAILBUS_BLOB_DIR" -mindepth 2 -maxdepth 2 -path "$MAILBUS_BLOB_DIR/??/*" -type f -print -quit 2>/dev/null) ]]; then
       pids=$("${DOVEADM[@]}" who "$USER_NAME" 2>/dev/null | sed -n 's/.*imap *(\([0-9 ]*\)).*/\1/p')
       if [[ -n $pids ]]; then
         kill -9 $pids 2>/dev/null && killed=$pids
