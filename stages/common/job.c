@@ -258,6 +258,13 @@ mb_status mb_job_scan_done(mb_db *db, uint64_t job)
     return exec(db, "job_scan_done", 1, p, NULL);
 }
 
+mb_status mb_job_chunks_mark_done(mb_db *db, uint64_t job)
+{
+    U64STR(j, job);
+    const char *p[] = {j};
+    return exec(db, "job_chunks_done", 1, p, NULL);
+}
+
 mb_status mb_job_chunks_to_publish(mb_db *db, uint64_t job, int max_inflight, uint64_t *ids_out,
                                    size_t max, size_t *n_out)
 {
@@ -266,11 +273,9 @@ mb_status mb_job_chunks_to_publish(mb_db *db, uint64_t job, int max_inflight, ui
     snprintf(mx, sizeof mx, "%d", max_inflight);
     const char *p[] = {j, mx};
     *n_out = 0;
-    mb_status s = exec(db, "job_chunks_done", 1, p, NULL);
-    if (s)
-        return s;
     PGresult *r;
-    if ((s = exec(db, "job_chunks_next", 2, p, &r)))
+    mb_status s = exec(db, "job_chunks_next", 2, p, &r);
+    if (s)
         return s;
     for (int i = 0; i < PQntuples(r) && *n_out < max; i++)
         ids_out[(*n_out)++] = col_u64(r, i, 0);

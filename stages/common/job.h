@@ -56,9 +56,12 @@ mb_status mb_job_add_folder(mb_db *db, uint64_t job, uint64_t folder_id,
 /* Scan finished: totals from the chunks, status 'running'. */
 mb_status mb_job_scan_done(mb_db *db, uint64_t job);
 
-/* Coordinator: mark finished chunks done, then return up to max ids of
- * pending chunks to publish so that at most max_inflight are published and
- * not done. ids_out has room for max. */
+/* Coordinator: mark the published chunks whose messages every stage has
+ * recorded (or that failed) as done. */
+mb_status mb_job_chunks_mark_done(mb_db *db, uint64_t job);
+/* Up to max ids of pending chunks to publish so that at most max_inflight
+ * are published and not done (call mb_job_chunks_mark_done first). ids_out
+ * has room for max. */
 mb_status mb_job_chunks_to_publish(mb_db *db, uint64_t job, int max_inflight, uint64_t *ids_out,
                                    size_t max, size_t *n_out);
 /* The fetch task for one chunk (caller frees with mb_rec_free). */
@@ -76,7 +79,7 @@ mb_status mb_job_marked(mb_db *db, uint64_t job, uint64_t folder_id, int bit,
 
 /* Recount the job's counters into sync_jobs and fill ev (kind "progress"). */
 mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev);
-/* If every chunk is done (see mb_job_chunks_to_publish, which marks them)
+/* If every chunk is done (see mb_job_chunks_mark_done)
  * and no attachment scan is pending, move a running job to 'completed';
  * *done_out says whether it did. */
 mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out);

@@ -103,7 +103,8 @@ static mb_status coordinate_job(mb_scan *sc, uint64_t job, bool running)
     mb_status s = mb_job_try_lock(db, 7002, job, &mine);
     if (s || !mine)
         return s;
-    if (running) {
+    s = mb_job_chunks_mark_done(db, job); /* paused jobs finish their chunks too */
+    if (!s && running) {
         uint64_t ids[64];
         size_t n = 0;
         s = mb_job_chunks_to_publish(db, job, sc->max_inflight, ids, MB_ARRAY_LEN(ids), &n);

@@ -117,15 +117,6 @@ li_cleanup() {
 
 li_stages() { "$LI_SRC/scripts/stages" "$@"; }
 
-# li_provision: start scan alone first so it creates the prefix's streams before the
-# other stages start. Stages started together race in bus/provision.c: the loser of
-# two concurrent js_AddStream calls gets "subjects overlap" (10065), not "name
-# exists", and exits at start (reported as a product bug; this sidesteps it so the
-# import tests test the import).
-li_provision() {
-  li_stages start fetch=0 parse=0 store=0 avscan=0 >/dev/null || li_fail "stages start scan"
-}
-
 # li_mailbox USER PASSWORD GENMAIL-ARGS...: a fresh Maildir for USER written by
 # genmail, handed to Dovecot.
 li_mailbox() {

@@ -30,7 +30,6 @@ li_server_sha "$W/server_sha" "$W/before"
 li_ok "server: $total messages in $nfolders folders, raw bytes hashed independently"
 
 li_account acct1 mbimport1 mbimport1-pw
-li_provision
 li_stages start >/dev/null || li_fail "stages start"
 t0=$SECONDS
 job=$(li_import acct1)

@@ -63,7 +63,6 @@ problems() { li_sql "SELECT count(*) FROM sync_history WHERE job_id = $1 AND eve
 if [[ " $CASES " == *" a "* ]]; then
   li_env afold
   li_account facct "$USER_NAME" "$USER_NAME-pw"
-  li_provision
   li_stages start >/dev/null || li_fail "stages start"
   job=$(li_import facct --folders Sent,Corpus)
   li_wait_job "$job" 120
@@ -85,7 +84,6 @@ if [[ " $CASES " == *" a "* ]]; then
   ((n > 10 && n < total)) || li_fail "date window $since..$until selects $n of $total: not a useful test"
   li_env adate
   li_account facct "$USER_NAME" "$USER_NAME-pw"
-  li_provision
   li_stages start >/dev/null || li_fail "stages start"
   job=$(li_import facct --since "$since" --until "$until")
   li_wait_job "$job" 120
@@ -109,7 +107,6 @@ fi
 if [[ " $CASES " == *" b "* ]]; then
   li_env bad
   li_account facct "$USER_NAME" "$USER_NAME-pw"
-  li_provision
   li_stages start >/dev/null || li_fail "stages start"
   job=$(li_import facct)
   li_wait_job "$job" 180
@@ -135,7 +132,6 @@ fi
 if [[ " $CASES " == *" c "* ]]; then
   li_env drop
   li_account facct "$USER_NAME" "$USER_NAME-pw"
-  li_provision
   li_stages start fetch=0 >/dev/null || li_fail "stages start"
   "${DOVEADM[@]}" kick "$USER_NAME" >/dev/null 2>&1 || true
   job=$(li_import facct)
@@ -174,7 +170,6 @@ fi
 if [[ " $CASES " == *" d "* ]]; then
   li_env clam
   li_account facct "$USER_NAME" "$USER_NAME-pw"
-  li_provision
   # avscan held back until the messages are stored, so attachments are pending when clamd dies.
   li_stages start avscan=0 >/dev/null || li_fail "stages start"
   job=$(li_import facct)

@@ -23,7 +23,6 @@ total=$(wc -l <"$W/server")
 # --- undisturbed baseline -----------------------------------------------------------------
 li_env base
 li_account kacct mbimportkill mbimportkill-pw
-li_provision
 li_stages start >/dev/null || li_fail "stages start"
 t0=$SECONDS
 job=$(li_import kacct)
@@ -42,7 +41,6 @@ for target in $STAGES; do
   li_env "$target"
   li_account kacct mbimportkill mbimportkill-pw
   t0=$SECONDS
-  li_provision
   li_stages start "$target=0" >/dev/null || li_fail "stages start without $target"
   job=$(li_import kacct)
   # The target's input is queued: every message scanned and every chunk published
