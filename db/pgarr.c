@@ -7,6 +7,7 @@
  * always quoted so "", "NULL", spaces, commas and braces need no special
  * cases. */
 #include "db/db.h"
+#include "util/utf8.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -37,36 +38,6 @@ static mb_status begin_elem(mb_pgarr *a)
     return a->n > 0 ? mb_buf_putc(&a->buf, ',') : MB_OK;
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid:
- * rejects overlong forms, surrogates and code points above U+10FFFF, as
- * Postgres does for a UTF-8 database. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned cp, min;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2; cp = c & 0x1F; min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3; cp = c & 0x0F; min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4; cp = c & 0x07; min = 0x10000;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
 
 mb_status mb_pgarr_add_strn(mb_pgarr *a, const char *s, size_t n)
 {
@@ -77,7 +48,7 @@ mb_status mb_pgarr_add_strn(mb_pgarr *a, const char *s, size_t n)
         if (u[i] == 0)
             return mb_errf(MB_ERR_INVALID, "array element %zu: NUL byte at offset %zu "
                            "(Postgres text cannot hold it)", a->n, i);
-        size_t l = utf8_seq(u + i, n - i);
+        size_t l = mb_utf8_seq(u + i, n - i);
         if (!l)
             return mb_errf(MB_ERR_INVALID, "array element %zu: invalid UTF-8 at offset %zu",
                            a->n, i);

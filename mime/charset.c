@@ -14,45 +14,12 @@
 #include <string.h>
 #include <strings.h>
 
+#include "util/utf8.h"
+
 static const char REPL[] = "\xEF\xBF\xBD";
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    unsigned min;
-    unsigned cp;
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; min = 0x80; cp = c & 0x1F; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; min = 0x800; cp = c & 0x0F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; min = 0x10000; cp = c & 0x07; }
-    else return 0;
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
 
-bool mb_mime_utf8_valid(const char *p, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)p;
-    size_t i = 0;
-    while (i < n) {
-        size_t l = utf8_seq(u + i, n - i);
-        if (!l)
-            return false;
-        i += l;
-    }
-    return true;
-}
+bool mb_mime_utf8_valid(const char *p, size_t n) { return mb_utf8_valid(p, n); }
 
 /* Copy UTF-8, replacing each invalid byte with U+FFFD and NUL with space. */
 static mb_status utf8_sanitize(const char *p, size_t n, mb_buf *out)
@@ -63,7 +30,7 @@ static mb_status utf8_sanitize(const char *p, size_t n, mb_buf *out)
     if (s)
         return s;
     while (i < n) {
-        size_t l = u[i] ? utf8_seq(u + i, n - i) : 0;
+        size_t l = u[i] ? mb_utf8_seq(u + i, n - i) : 0;
         if (l) {
             i += l;
             continue;
@@ -80,17 +47,7 @@ static mb_status utf8_sanitize(const char *p, size_t n, mb_buf *out)
 static mb_status put_cp(mb_buf *out, unsigned cp)
 {
     char b[4];
-    size_t n;
-    if (cp < 0x80) { b[0] = (char)cp; n = 1; }
-    else if (cp < 0x800) { b[0] = (char)(0xC0 | cp >> 6); b[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
-    else if (cp < 0x10000) {
-        b[0] = (char)(0xE0 | cp >> 12); b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        b[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
-    } else {
-        b[0] = (char)(0xF0 | cp >> 18); b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        b[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); b[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
-    }
-    return mb_buf_append(out, b, n);
+    return mb_buf_append(out, b, mb_utf8_encode(cp, b));
 }
 
 /* windows-1252 0x80..0x9F; bytes it leaves undefined map to the C1 control

@@ -7,6 +7,7 @@
  * are skipped entirely, and common named plus all numeric entities are
  * decoded. */
 #include "mime/mime.h"
+#include "util/utf8.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -91,19 +92,7 @@ mb_status mb_mime_snippet_text(const char *utf8, size_t n, char **out)
 static mb_status put_cp(snip *s, unsigned cp)
 {
     char b[4];
-    size_t n;
-    if (cp == 0 || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        cp = 0xFFFD;
-    if (cp < 0x80) { b[0] = (char)cp; n = 1; }
-    else if (cp < 0x800) { b[0] = (char)(0xC0 | cp >> 6); b[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
-    else if (cp < 0x10000) {
-        b[0] = (char)(0xE0 | cp >> 12); b[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        b[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
-    } else {
-        b[0] = (char)(0xF0 | cp >> 18); b[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        b[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); b[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
-    }
-    return snip_put(s, b, n);
+    return snip_put(s, b, mb_utf8_encode(cp, b));
 }
 
 static const struct { const char *n; unsigned cp; } entities[] = {

@@ -1,6 +1,8 @@
 /* buf.c — growable byte buffer (see buf.h). */
 #include "util/buf.h"
 
+#include "util/utf8.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,25 +79,6 @@ mb_status mb_buf_printf(mb_buf *b, const char *fmt, ...)
     return s;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) { len = 2; min = 0x80; c &= 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; min = 0x800; c &= 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; min = 0x10000; c &= 0x07; }
-    else return 0;
-    if (n < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80) return 0;
-        c = (c << 6) | (p[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return 0;
-    return len;
-}
 
 mb_status mb_buf_json_str(mb_buf *b, const char *s, size_t n)
 {
@@ -124,7 +107,7 @@ mb_status mb_buf_json_str(mb_buf *b, const char *s, size_t n)
             }
             i++;
         } else {
-            size_t l = utf8_seq(p + i, n - i);
+            size_t l = mb_utf8_seq(p + i, n - i);
             if (l == 0) {
                 st = mb_buf_append(b, "\xEF\xBF\xBD", 3);
                 i++;

@@ -1,10 +1,12 @@
 /* fetch.c — one fetch task: download the chunk's messages into the blob
  * store and publish a parse record for each.
  *
- * Order of effects, so a crash anywhere loses nothing: blobs are written
- * (temp file + rename), made durable with one batched sync, then the parse
- * records are published and acknowledged by JetStream, then the messages are
- * marked fetched in Postgres, and only then is the task acked. A redelivered
+ * Order of effects, so a crash anywhere loses nothing: after each FETCH group
+ * (at most 4 MB / 100 messages) its blobs are made durable with one batched
+ * sync, their parse records are published and acknowledged by JetStream, and
+ * the messages are marked fetched in Postgres; the task is acked when every
+ * group is through. Handing each group on at once keeps parse and store busy
+ * while the rest of the chunk downloads. A redelivered
  * task skips messages already marked fetched; a message fetched twice lands
  * on the same blob (content addressing) and the same Nats-Msg-Id. */
 #include "stages/fetch/fetch.h"
@@ -29,6 +31,7 @@ typedef struct {
     uint64_t uid;
     bool done;        /* fetched earlier or now */
     bool got;         /* received in this run */
+    bool sent;        /* parse record published, marked fetched */
     char sha[65];
     uint64_t size;
 } msg_state;
@@ -139,6 +142,8 @@ static const mb_fetch_item *item_of(const mb_rec_fetch *t, uint64_t uid)
     return NULL;
 }
 
+static mb_status hand_on(task_ctx *tc);
+
 /* Download every message not done yet, in bounded groups, reconnecting on
  * network errors up to NET_ATTEMPTS times. */
 static mb_status download(task_ctx *tc, const char *jobs)
@@ -186,6 +191,7 @@ static mb_status download(task_ctx *tc, const char *jobs)
             s = MB_OK;
             continue; /* same group again; done messages are skipped */
         }
+        if (!s) s = hand_on(tc);
         if (s)
             break;
         mb_bus_in_progress(tc->d);
@@ -204,10 +210,9 @@ static mb_status publish_parse(task_ctx *tc)
     char subj[128], job[24], acct[24];
     mb_status s = mb_bus_subjectf(f->st->bus, subj, sizeof subj, "parse.%" PRIu64, t->account_id);
     mb_buf b = MB_BUF_INIT;
-    size_t sent = 0;
     for (size_t i = 0; i < tc->n && !s; i++) {
         msg_state *m = &tc->ms[i];
-        if (!m->got)
+        if (!m->got || m->sent)
             continue;
         const mb_fetch_item *it = item_of(t, m->uid);
         mb_rec_rawmsg r = {.job = t->job, .account_id = t->account_id, .chunk_id = t->chunk_id,
@@ -225,15 +230,15 @@ static mb_status publish_parse(task_ctx *tc)
         mb_buf_reset(&b);
         s = mb_rec_encode(&mb_type_rawmsg, &r, &b);
         if (!s) s = mb_bus_publish_async(f->st->bus, subj, b.data, b.len, &h);
-        sent++;
     }
     mb_buf_free(&b);
     mb_status fs = mb_bus_publish_flush(f->st->bus, 60000);
     return s ? s : fs;
 }
 
-/* Mark the messages with flag set in sel (done/got/!done) with bit. */
-static mb_status mark(task_ctx *tc, int bit, bool want_got, bool want_missing)
+/* Set bit on the messages received and not yet handed on (want_new), or on
+ * those still missing (want_missing). */
+static mb_status mark(task_ctx *tc, int bit, bool want_new, bool want_missing)
 {
     uint64_t *fo = malloc((tc->n ? tc->n : 1) * sizeof *fo);
     uint64_t *uu = malloc((tc->n ? tc->n : 1) * sizeof *uu);
@@ -242,7 +247,7 @@ static mb_status mark(task_ctx *tc, int bit, bool want_got, bool want_missing)
         s = mb_errf(MB_ERR_NOMEM, "marking %zu messages", tc->n);
     size_t k = 0;
     for (size_t i = 0; i < tc->n && !s; i++) {
-        if ((want_got && tc->ms[i].got) || (want_missing && !tc->ms[i].done)) {
+        if ((want_new && tc->ms[i].got && !tc->ms[i].sent) || (want_missing && !tc->ms[i].done)) {
             fo[k] = tc->t->folder_id;
             uu[k++] = tc->ms[i].uid;
         }
@@ -251,6 +256,25 @@ static mb_status mark(task_ctx *tc, int bit, bool want_got, bool want_missing)
     free(fo);
     free(uu);
     return s;
+}
+
+/* Make what was received durable and hand it to the parse stage. */
+static mb_status hand_on(task_ctx *tc)
+{
+    bool any = false;
+    for (size_t i = 0; i < tc->n && !any; i++)
+        any = tc->ms[i].got && !tc->ms[i].sent;
+    if (!any)
+        return MB_OK;
+    mb_status s = mb_blob_sync(tc->f->st->blobs);
+    if (!s) s = publish_parse(tc);
+    if (!s) s = mark(tc, MB_JOB_FETCHED, true, false);
+    if (s)
+        return s;
+    for (size_t i = 0; i < tc->n; i++)
+        if (tc->ms[i].got)
+            tc->ms[i].sent = true;
+    return MB_OK;
 }
 
 /* Give up on the messages not fetched: failed, with the reason on the job. */
@@ -307,10 +331,8 @@ static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
         mb_bus_done(d);
         goto out;
     }
-    /* Whatever was downloaded is published even if the rest failed. */
-    mb_status s2 = mb_blob_sync(f->st->blobs);
-    if (!s2) s2 = publish_parse(&tc);
-    if (!s2) s2 = mark(&tc, MB_JOB_FETCHED, true, false);
+    /* Whatever was downloaded is handed on even if the rest failed. */
+    mb_status s2 = hand_on(&tc);
     if (s2) {
         mb_bus_retry(d, 5000, "publishing parse records: %s", mb_err_last());
         goto out;

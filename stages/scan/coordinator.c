@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Passes (250 ms apart) between progress events of a job. */
-#define REPORT_EVERY 4
+/* Passes (100 ms apart) between progress events of a job. */
+#define REPORT_EVERY 10
 
 static mb_status publish_chunk(mb_scan *sc, uint64_t chunk)
 {

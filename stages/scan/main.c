@@ -45,7 +45,9 @@ int main(int argc, char **argv)
             MB_WARN(NULL, NULL, "listing jobs: %s", mb_err_last());
         if (mb_scan_coordinate(&sc))
             MB_WARN(NULL, NULL, "coordinating: %s", mb_err_last());
-        struct timespec ts = {0, 250 * 1000000L};
+        /* Short passes: a finished chunk is replaced, and a finished job
+         * completed, within 100 ms. */
+        struct timespec ts = {0, 100 * 1000000L};
         nanosleep(&ts, NULL);
     }
     mb_bus_unsubscribe(sub);

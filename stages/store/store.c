@@ -10,6 +10,7 @@
 #include "schemas/schema.h"
 #include "stages/common/job.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -73,23 +74,9 @@ static mb_status add_text(mb_pgarr *a, const char *s)
     if (st != MB_ERR_INVALID)
         return st;
     mb_err_clear();
-    mb_buf j = MB_BUF_INIT;
-    /* The JSON escaper already replaces invalid sequences with U+FFFD;
-     * take its output between the quotes, undoing the escapes it adds. */
-    st = mb_buf_json_str(&j, s, strlen(s));
     mb_buf clean = MB_BUF_INIT;
-    for (size_t i = 1; !st && i + 1 < j.len; i++) {
-        char c = j.data[i];
-        if (c == '\\' && i + 2 < j.len) {
-            char e = j.data[++i];
-            if (e == 'u') { st = mb_buf_putc(&clean, '?'); i += 4; }
-            else st = mb_buf_putc(&clean, e == 'n' ? '\n' : e == 'r' ? '\r' : e == 't' ? '\t' : e);
-        } else {
-            st = mb_buf_putc(&clean, c);
-        }
-    }
+    st = mb_utf8_clean(&clean, s, strlen(s));
     if (!st) st = mb_pgarr_add_str(a, mb_buf_cstr(&clean));
-    mb_buf_free(&j);
     mb_buf_free(&clean);
     return st;
 }
