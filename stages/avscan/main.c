@@ -32,6 +32,7 @@ typedef struct {
     const char *socket;
     int64_t max_deliver;
     bool clamd_down; /* an outage is recorded on the job once, not per record */
+    mb_clamd *clamd; /* checked once (PING), reused; each scan is its own connection */
 } avscan;
 
 static mb_status sink(void *ctx, const void *p, size_t n)
@@ -123,12 +124,17 @@ static mb_status scan_part(avscan *av, const mb_rec_avscan *r, mb_av_verdict *v,
     mb_status s = mb_blob_map(av->st->blobs, r->email_sha256, &data, &len, &m);
     if (s)
         return s;
-    mb_clamd *c = NULL;
-    s = mb_clamd_connect(av->socket, 30000, &c);
-    if (!s) s = mb_clamd_scan_begin(c);
-    if (!s) s = mb_mime_part_decode(data, len, r->part, sink, c);
-    if (!s) s = mb_clamd_scan_end(c, v, sig, siglen);
-    mb_clamd_free(c);
+    if (!av->clamd)
+        s = mb_clamd_connect(av->socket, 30000, &av->clamd);
+    if (!s) s = mb_clamd_scan_begin(av->clamd);
+    if (!s) s = mb_mime_part_decode(data, len, r->part, sink, av->clamd);
+    if (!s) s = mb_clamd_scan_end(av->clamd, v, sig, siglen);
+    if (s) {
+        /* A scan cut short leaves its connection open: start afresh (and
+         * PING again) next time. */
+        mb_clamd_free(av->clamd);
+        av->clamd = NULL;
+    }
     mb_blob_unmap(m);
     return s;
 }
@@ -243,5 +249,6 @@ int main(int argc, char **argv)
     av.max_deliver = po.max_deliver;
     if (!s) s = mb_env_require("MAILBUS_CLAMD_SOCKET", &av.socket);
     if (!s) s = mb_bus_consume(st.bus, "avscan", &st.consume, handle, &av);
+    mb_clamd_free(av.clamd);
     return mb_stage_finish(&st, s);
 }
