@@ -18,6 +18,7 @@
 #include "util/log.h"
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,14 +26,15 @@
 static const char usage[] =
     "Consumes avscan/1 records: decodes the attachment from its .eml blob and streams\n"
     "it to clamd (MAILBUS_CLAMD_SOCKET, INSTREAM), scanning each distinct attachment\n"
-    "(by SHA-256) once; records clean / infected (with the signature) / error.";
+    "(by SHA-256) once; records clean / infected (with the signature) / error.\n"
+    "MAILBUS_AVSCAN_THREADS (default 4) attachments are scanned at once.";
 
 typedef struct {
     mb_stage *st;
     const char *socket;
     int64_t max_deliver;
     bool clamd_down; /* an outage is recorded on the job once, not per record */
-    mb_clamd *clamd; /* checked once (PING), reused; each scan is its own connection */
+    int threads;     /* attachments scanned at once (clamd is multi-threaded) */
 } avscan;
 
 static mb_status sink(void *ctx, const void *p, size_t n)
@@ -47,6 +49,11 @@ typedef struct {
     bool resolved;      /* a verdict exists or was just made: apply it */
     const char *status; /* new verdict to record, or NULL */
     char sig[256];
+    /* Set by a scanner thread. */
+    bool to_scan;
+    mb_status scan_st;
+    mb_av_verdict v;
+    char err[400];
 } item;
 
 /* Which of the batch's attachments already have a verdict (one query). */
@@ -115,8 +122,10 @@ static mb_status apply(mb_db *db, const item *it, size_t n)
     return s;
 }
 
-/* Scan the part with clamd. MB_ERR_NET: clamd unreachable (retry later). */
-static mb_status scan_part(avscan *av, const mb_rec_avscan *r, mb_av_verdict *v, char *sig, size_t siglen)
+/* Scan the part with clamd through *c (connected, and checked with PING,
+ * on first use). MB_ERR_NET: clamd unreachable (retry later). */
+static mb_status scan_part(avscan *av, mb_clamd **c, const mb_rec_avscan *r, mb_av_verdict *v,
+                           char *sig, size_t siglen)
 {
     const char *data;
     size_t len;
@@ -124,31 +133,83 @@ static mb_status scan_part(avscan *av, const mb_rec_avscan *r, mb_av_verdict *v,
     mb_status s = mb_blob_map(av->st->blobs, r->email_sha256, &data, &len, &m);
     if (s)
         return s;
-    if (!av->clamd)
-        s = mb_clamd_connect(av->socket, 30000, &av->clamd);
-    if (!s) s = mb_clamd_scan_begin(av->clamd);
-    if (!s) s = mb_mime_part_decode(data, len, r->part, sink, av->clamd);
-    if (!s) s = mb_clamd_scan_end(av->clamd, v, sig, siglen);
+    if (!*c)
+        s = mb_clamd_connect(av->socket, 30000, c);
+    if (!s) s = mb_clamd_scan_begin(*c);
+    if (!s) s = mb_mime_part_decode(data, len, r->part, sink, *c);
+    if (!s) s = mb_clamd_scan_end(*c, v, sig, siglen);
     if (s) {
         /* A scan cut short leaves its connection open: start afresh (and
          * PING again) next time. */
-        mb_clamd_free(av->clamd);
-        av->clamd = NULL;
+        mb_clamd_free(*c);
+        *c = NULL;
     }
     mb_blob_unmap(m);
     return s;
 }
 
-/* Scan one attachment with no verdict yet (the first of its hash in the
- * batch); leaves a verdict in it, or a retry on d. */
-static void scan_one(avscan *av, item *it, mb_bus_delivery *d)
+/* Scanner threads share a batch: each takes the next item to scan. */
+typedef struct {
+    avscan *av;
+    item *it;
+    size_t n;
+    size_t next;        /* guarded by mu */
+    pthread_mutex_t mu;
+} scan_pool;
+
+static void *scanner(void *arg)
+{
+    scan_pool *p = arg;
+    mb_clamd *c = NULL;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        size_t i = p->next;
+        while (i < p->n && !p->it[i].to_scan)
+            i++;
+        p->next = i + 1;
+        pthread_mutex_unlock(&p->mu);
+        if (i >= p->n)
+            break;
+        item *it = &p->it[i];
+        it->scan_st = scan_part(p->av, &c, &it->r, &it->v, it->sig, sizeof it->sig);
+        if (it->scan_st)
+            snprintf(it->err, sizeof it->err, "%s", mb_err_last());
+    }
+    mb_clamd_free(c);
+    return NULL;
+}
+
+/* Scan every item marked to_scan, up to av->threads at a time. */
+static void scan_all(avscan *av, item *it, size_t n)
+{
+    size_t todo = 0;
+    for (size_t i = 0; i < n; i++)
+        todo += it[i].to_scan;
+    if (todo == 0)
+        return;
+    scan_pool p = {.av = av, .it = it, .n = n, .mu = PTHREAD_MUTEX_INITIALIZER};
+    pthread_t th[16];
+    size_t k = 0, want = todo < (size_t)av->threads ? todo : (size_t)av->threads;
+    for (; k + 1 < want; k++)
+        if (pthread_create(&th[k], NULL, scanner, &p))
+            break;
+    scanner(&p); /* this thread scans too */
+    for (size_t i = 0; i < k; i++)
+        pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&p.mu);
+}
+
+/* What a scan came to: a verdict in it, or a retry on d. Problems go on
+ * the job here, in the consuming thread (mb_db is not shared). */
+static void scan_outcome(avscan *av, item *it, mb_bus_delivery *d)
 {
     const mb_rec_avscan *r = &it->r;
     char js[24], as[24];
     mb_u64s(js, r->job);
     mb_u64s(as, r->account_id);
-    mb_av_verdict v;
-    mb_status s = scan_part(av, r, &v, it->sig, sizeof it->sig);
+    mb_av_verdict v = it->v;
+    mb_status s = it->scan_st;
+    mb_errf(s, "%s", it->err);
     if (!s) {
         av->clamd_down = false;
         it->status = v == MB_AV_CLEAN ? "clean" : v == MB_AV_INFECTED ? "infected" : "error";
@@ -215,13 +276,17 @@ static void handle(void *ctx, mb_bus_delivery *d, size_t n)
         /* The same content twice in one batch is scanned once. */
         bool dup = false;
         for (size_t k = 0; k < i && !dup; k++)
-            dup = it[k].ok && it[k].status && !strcmp(it[k].r.sha256, it[i].r.sha256);
-        if (dup) {
+            dup = it[k].to_scan && !strcmp(it[k].r.sha256, it[i].r.sha256);
+        if (dup)
             it[i].resolved = true;
-            continue;
-        }
-        scan_one(av, &it[i], &d[i]);
+        else
+            it[i].to_scan = true;
     }
+    if (!s)
+        scan_all(av, it, n);
+    for (size_t i = 0; i < n && !s; i++)
+        if (it[i].to_scan)
+            scan_outcome(av, &it[i], &d[i]);
     if (!s) s = apply(av->st->db, it, n);
     for (size_t i = 0; i < n; i++) {
         if (!it[i].ok)
@@ -247,8 +312,10 @@ int main(int argc, char **argv)
     mb_bus_provision_opts po;
     mb_status s = mb_stage_provision_opts(&po);
     av.max_deliver = po.max_deliver;
+    long threads;
+    if (!s) s = mb_env_int("MAILBUS_AVSCAN_THREADS", 4, 1, 16, &threads);
+    av.threads = (int)threads;
     if (!s) s = mb_env_require("MAILBUS_CLAMD_SOCKET", &av.socket);
     if (!s) s = mb_bus_consume(st.bus, "avscan", &st.consume, handle, &av);
-    mb_clamd_free(av.clamd);
     return mb_stage_finish(&st, s);
 }
