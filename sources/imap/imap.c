@@ -20,6 +20,9 @@
 #include "util/log.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <libetpan/libetpan.h>
 #include <signal.h>
 #include <stdio.h>
@@ -77,6 +80,28 @@ static const char *etpan_err_str(int r) {
     }
 }
 
+/* Whether the server has closed the connection (or it broke): a response
+ * cut off by a dropped connection reaches libetpan's parser as garbage. */
+static bool stream_closed(mb_imap *m) {
+    if (!m->imap || !m->imap->imap_stream)
+        return true;
+    mailstream_low *low = mailstream_get_low(m->imap->imap_stream);
+    int fd = low ? mailstream_low_get_fd(low) : -1;
+    if (fd < 0)
+        return true;
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) < 0)
+        return true;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL))
+        return true;
+    if (p.revents & POLLIN) {
+        char c;
+        ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    }
+    return false;
+}
+
 /* Map a libetpan failure of `cmd` to an mb_status. `refused` is the class of
  * a NO/BAD answer (AUTH for LOGIN, NOTFOUND for EXAMINE, ...). Anything that
  * leaves the stream unusable or out of step drops the session. */
@@ -94,7 +119,10 @@ static mb_status imap_fail(mb_imap *m, int r, mb_status refused, const char *cmd
         st = MB_ERR_NET;
         text[0] = 0; /* a stale OK text would only mislead */
         break;
-    case MAILIMAP_ERROR_PARSE: st = MB_ERR_INVALID; break;
+    case MAILIMAP_ERROR_PARSE:
+        /* Truncated by a dropped connection: retryable, like any loss. */
+        st = stream_closed(m) ? MB_ERR_NET : MB_ERR_INVALID;
+        break;
     case MAILIMAP_ERROR_MEMORY: st = MB_ERR_NOMEM; break;
     case MAILIMAP_ERROR_BAD_STATE: st = MB_ERR_INTERNAL; break;
     default: st = refused; break;

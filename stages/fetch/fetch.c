@@ -346,6 +346,8 @@ static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
             give_up(&tc, mb_err_last());
             mb_bus_fail(d, "%s", mb_err_last());
         } else {
+            MB_WARN(jobs, f->account.name, "chunk %" PRIu64 ": %s; retrying in 10 s", t.chunk_id,
+                    mb_err_last());
             mb_job_problem(f->st->db, t.job, t.account_id, "fetch", mb_err_last());
             mb_bus_retry(d, 10000, "%s", mb_err_last());
         }
