@@ -191,6 +191,65 @@ static mb_status refresh_caps(mb_imap *m) {
     return MB_OK;
 }
 
+/* ---- end of stream ------------------------------------------------------
+ *
+ * libetpan 1.9.4 reads a literal (a message body) in a loop that only stops
+ * on an error: when the server's connection closes in the middle, the socket
+ * read returns 0 (end of stream) forever and the process spins at 100 % CPU
+ * (seen when Dovecot's imap process was killed mid-FETCH). This stream layer
+ * sits on top of the real one (socket or TLS) and turns end of stream into a
+ * read error, which libetpan reports as MAILIMAP_ERROR_STREAM. */
+
+static ssize_t eof_read(mailstream_low *s, void *buf, size_t count) {
+    ssize_t r = mailstream_low_read(s->data, buf, count);
+    return r == 0 && count > 0 ? -1 : r;
+}
+static ssize_t eof_write(mailstream_low *s, const void *buf, size_t count) {
+    return mailstream_low_write(s->data, buf, count);
+}
+static int eof_close(mailstream_low *s) { return mailstream_low_close(s->data); }
+static int eof_get_fd(mailstream_low *s) { return mailstream_low_get_fd(s->data); }
+static void eof_free(mailstream_low *s) {
+    mailstream_low_free(s->data);
+    free(s);
+}
+static void eof_cancel(mailstream_low *s) { mailstream_low_cancel(s->data); }
+static struct mailstream_cancel *eof_get_cancel(mailstream_low *s) {
+    return mailstream_low_get_cancel(s->data);
+}
+static carray *eof_get_certificate_chain(mailstream_low *s) {
+    return mailstream_low_get_certificate_chain(s->data);
+}
+static int eof_setup_idle(mailstream_low *s) { return mailstream_low_setup_idle(s->data); }
+static int eof_unsetup_idle(mailstream_low *s) { return mailstream_low_unsetup_idle(s->data); }
+static int eof_interrupt_idle(mailstream_low *s) { return mailstream_low_interrupt_idle(s->data); }
+
+static mailstream_low_driver eof_driver = {
+    .mailstream_read = eof_read,
+    .mailstream_write = eof_write,
+    .mailstream_close = eof_close,
+    .mailstream_get_fd = eof_get_fd,
+    .mailstream_free = eof_free,
+    .mailstream_cancel = eof_cancel,
+    .mailstream_get_cancel = eof_get_cancel,
+    .mailstream_get_certificate_chain = eof_get_certificate_chain,
+    .mailstream_setup_idle = eof_setup_idle,
+    .mailstream_unsetup_idle = eof_unsetup_idle,
+    .mailstream_interrupt_idle = eof_interrupt_idle,
+};
+
+/* Put the end-of-stream layer on the session's stream (once its TLS, if
+ * any, is set up: STARTTLS replaces the stream's layer). */
+static mb_status wrap_eof(mb_imap *m) {
+    mailstream_low *inner = mailstream_get_low(m->imap->imap_stream);
+    mailstream_low *outer = mailstream_low_new(inner, &eof_driver);
+    if (!outer)
+        return mb_errf(MB_ERR_NOMEM, "imap %s:%d: stream layer", m->host, m->port);
+    mailstream_low_set_timeout(outer, mailstream_low_get_timeout(inner));
+    mailstream_set_low(m->imap->imap_stream, outer);
+    return MB_OK;
+}
+
 static mb_status imap_connect(mb_source *s) {
     mb_imap *m = (mb_imap *)s;
     int r;
@@ -234,6 +293,8 @@ static mb_status imap_connect(mb_source *s) {
         if ((st = mb_imap_tls_verify(m->imap->imap_stream, m->ca_file, verify_name(m))) != MB_OK)
             goto fail_wrap;
     }
+    if ((st = wrap_eof(m)) != MB_OK)
+        goto fail_wrap;
     /* Capabilities from before STARTTLS must not be trusted; fetch afresh. */
     if ((st = refresh_caps(m)) != MB_OK)
         return st;
