@@ -123,6 +123,26 @@ static mb_status exec(mb_db *db, const char *name, int n, const char *const *p, 
     return mb_db_exec_prepared(db, name, n, p, out);
 }
 
+/* Run a statement whose only parameter is the job id. */
+static mb_status exec_job(mb_db *db, const char *name, uint64_t job, PGresult **out)
+{
+    U64STR(j, job);
+    const char *p[] = {j};
+    return exec(db, name, 1, p, out);
+}
+
+/* Same, for a statement that returns the job's one row. */
+static mb_status job_row(mb_db *db, const char *name, uint64_t job, PGresult **out)
+{
+    mb_status s = exec_job(db, name, job, out);
+    if (!s && PQntuples(*out) != 1) {
+        PQclear(*out);
+        *out = NULL;
+        s = mb_errf(MB_ERR_NOTFOUND, "job %" PRIu64 " does not exist", job);
+    }
+    return s;
+}
+
 static uint64_t col_u64(PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
@@ -145,16 +165,10 @@ mb_status mb_job_create(mb_db *db, uint64_t account_id, const char *options_json
 
 mb_status mb_job_get(mb_db *db, uint64_t job, mb_job_info *out)
 {
-    U64STR(j, job);
-    const char *p[] = {j};
     PGresult *r;
-    mb_status s = exec(db, "job_get", 1, p, &r);
+    mb_status s = job_row(db, "job_get", job, &r);
     if (s)
         return s;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        return mb_errf(MB_ERR_NOTFOUND, "job %" PRIu64 " does not exist", job);
-    }
     memset(out, 0, sizeof *out);
     out->id = job;
     out->account_id = col_u64(r, 0, 0);
@@ -253,21 +267,17 @@ mb_status mb_job_add_folder(mb_db *db, uint64_t job, uint64_t folder_id,
 
 mb_status mb_job_scan_done(mb_db *db, uint64_t job)
 {
-    U64STR(j, job);
-    const char *p[] = {j};
     /* Fresh statistics before the stages start marking messages: planned
      * without them (a new job_messages), the per-batch UPDATE ... FROM
      * unnest() became a sequential scan of the whole table, 7 ms a call at
      * 10k messages and growing with the job. */
     mb_status s = mb_db_exec(db, "ANALYZE job_messages, job_chunks");
-    return s ? s : exec(db, "job_scan_done", 1, p, NULL);
+    return s ? s : exec_job(db, "job_scan_done", job, NULL);
 }
 
 mb_status mb_job_chunks_mark_done(mb_db *db, uint64_t job)
 {
-    U64STR(j, job);
-    const char *p[] = {j};
-    return exec(db, "job_chunks_done", 1, p, NULL);
+    return exec_job(db, "job_chunks_done", job, NULL);
 }
 
 mb_status mb_job_chunks_to_publish(mb_db *db, uint64_t job, int max_inflight, uint64_t *ids_out,
@@ -384,9 +394,7 @@ mb_status mb_job_chunk_published(mb_db *db, uint64_t chunk_id)
 
 mb_status mb_job_requeue_chunks(mb_db *db, uint64_t job)
 {
-    U64STR(j, job);
-    const char *p[] = {j};
-    return exec(db, "job_requeue", 1, p, NULL);
+    return exec_job(db, "job_requeue", job, NULL);
 }
 
 mb_status mb_job_mark(mb_db *db, uint64_t job, int bit, const uint64_t *folder_ids,
@@ -447,16 +455,10 @@ mb_status mb_job_marked(mb_db *db, uint64_t job, uint64_t folder_id, int bit,
 
 mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev)
 {
-    U64STR(j, job);
-    const char *p[] = {j};
     PGresult *r;
-    mb_status s = exec(db, "job_refresh", 1, p, &r);
+    mb_status s = job_row(db, "job_refresh", job, &r);
     if (s)
         return s;
-    if (PQntuples(r) != 1) {
-        PQclear(r);
-        return mb_errf(MB_ERR_NOTFOUND, "job %" PRIu64 " does not exist", job);
-    }
     memset(ev, 0, sizeof *ev);
     ev->job = job;
     ev->status = mb_strdup(PQgetvalue(r, 0, 0));
@@ -479,10 +481,8 @@ mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev)
 
 mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out)
 {
-    U64STR(j, job);
-    const char *p[] = {j};
     PGresult *r;
-    mb_status s = exec(db, "job_try_complete", 1, p, &r);
+    mb_status s = exec_job(db, "job_try_complete", job, &r);
     if (s)
         return s;
     *done_out = PQntuples(r) == 1;
