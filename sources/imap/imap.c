@@ -518,6 +518,22 @@ static const char *system_flag(int t) {
     }
 }
 
+/* Run a FETCH (by sequence or by UID) whose messages each go to handler as
+ * they are parsed, so a large response is not held whole; what libetpan
+ * still collects is freed at once. Returns libetpan's result. */
+static int fetch_streaming(mb_imap *m, bool by_uid, struct mailimap_set *set,
+                           struct mailimap_fetch_type *ft, mailimap_msg_att_handler *handler,
+                           void *ctx) {
+    clist *res = NULL;
+    mailimap_set_msg_att_handler(m->imap, handler, ctx);
+    int r = by_uid ? mailimap_uid_fetch(m->imap, set, ft, &res) : mailimap_fetch(m->imap, set, ft, &res);
+    if (m->imap)
+        mailimap_set_msg_att_handler(m->imap, NULL, NULL);
+    if (res)
+        mailimap_fetch_list_free(res);
+    return r;
+}
+
 static void scan_att_handler(struct mailimap_msg_att *att, void *arg) {
     scan_ctx *c = arg;
     if (c->status != MB_OK || !att || !att->att_list)
@@ -735,13 +751,7 @@ static mb_status imap_scan(mb_source *s, int64_t since, int64_t until, mb_scan_c
             st = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
             break;
         }
-        clist *res = NULL;
-        mailimap_set_msg_att_handler(m->imap, scan_att_handler, &c);
-        int r = mailimap_fetch(m->imap, set, ft, &res);
-        if (m->imap)
-            mailimap_set_msg_att_handler(m->imap, NULL, NULL);
-        if (res)
-            mailimap_fetch_list_free(res);
+        int r = fetch_streaming(m, false, set, ft, scan_att_handler, &c);
         mailimap_set_free(set);
         if (r == MAILIMAP_ERROR_FETCH) {
             /* NO: some messages were expunged meanwhile; the rest came. */
@@ -856,13 +866,7 @@ static mb_status imap_fetch(mb_source *s, const uint64_t *uids, size_t n, mb_fet
         }
         c.want = uids + off;
         c.nwant = cnt;
-        clist *res = NULL;
-        mailimap_set_msg_att_handler(m->imap, fetch_att_handler, &c);
-        int r = mailimap_uid_fetch(m->imap, set, ft, &res);
-        if (m->imap)
-            mailimap_set_msg_att_handler(m->imap, NULL, NULL);
-        if (res)
-            mailimap_fetch_list_free(res);
+        int r = fetch_streaming(m, true, set, ft, fetch_att_handler, &c);
         mailimap_set_free(set);
         mailimap_fetch_type_free(ft);
         if (r != MAILIMAP_NO_ERROR) {
