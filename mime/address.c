@@ -6,7 +6,7 @@
  * obsolete routes ("<@relay:user@host>" keeps user@host), bare addresses,
  * and RFC 2047 words in names (even inside quotes, as many mailers write).
  * Addresses are kept as written, trimmed; names are decoded to UTF-8. */
-#include "mime/mime.h"
+#include "mime/mime_int.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +51,10 @@ static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
 {
     mb_buf name = MB_BUF_INIT, addr = MB_BUF_INIT, comment = MB_BUF_INIT, dec = MB_BUF_INIT;
     mb_status s = MB_OK;
-    bool angle = false;
+    bool angle = false, extra_angle = false;
     const char *last_word_end = NULL; /* for spacing between words */
-    while (p < end && !s) {
+    /* Every branch below advances p by at least one byte. */
+    while (p < end && !s && !(s = mime_budget_check())) {
         char c = *p;
         if (c == '"') {
             if (last_word_end && !angle)
@@ -102,6 +103,15 @@ static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
                     s = mb_buf_putc(&addr, *q);
             if (p < end)
                 p++;
+        } else if (c == '<') {
+            /* A second angle address in one mailbox ("<a><b>", "<a@x> <b@y>"):
+             * the first one stands, the rest is skipped up to its '>'. */
+            if (!extra_angle)
+                mb_mime_defect(d, "more than one <address> in one mailbox of %s, first kept",
+                               what);
+            extra_angle = true;
+            const char *gt = memchr(p, '>', (size_t)(end - p));
+            p = gt ? gt + 1 : end;
         } else if (is_ws(c)) {
             p++;
         } else {
@@ -176,7 +186,7 @@ mb_status mb_mime_addresses_parse(const char *in, size_t n, mb_addressv *out,
 {
     const char *p = in, *end = in + n, *start = in;
     mb_status s = MB_OK;
-    while (p <= end && !s) {
+    while (p <= end && !s && !(s = mime_budget_check())) {
         if (p == end || *p == ',' || *p == ';') {
             s = one_mailbox(start, p, out, d, what);
             start = ++p;

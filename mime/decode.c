@@ -21,7 +21,8 @@ static inline mb_status put(outq *o, char c)
     o->buf[o->n++] = c;
     if (o->n == MB_MIME_CHUNK) {
         o->n = 0;
-        return o->sink(o->ctx, o->buf, MB_MIME_CHUNK);
+        mb_status s = mime_budget_check();
+        return s ? s : o->sink(o->ctx, o->buf, MB_MIME_CHUNK);
     }
     return MB_OK;
 }
@@ -105,7 +106,7 @@ mb_status mime_decode_body(int cte, const char *p, const char *end, char *buf,
         return s ? s : flush(&o);
     }
     if (cte == CTE_QP) {
-        while (p < end && !s) {
+        while (p < end && !(s = mime_budget_check())) {
             const char *nl = memchr(p, '\n', (size_t)(end - p));
             const char *le = nl ? nl : end;         /* line content end */
             const char *ce = le;
@@ -141,7 +142,7 @@ mb_status mime_decode_body(int cte, const char *p, const char *end, char *buf,
         return s ? s : flush(&o);
     }
     /* identity: hand out the bytes in chunks straight from the message */
-    while (p < end && !s) {
+    while (p < end && !s && !(s = mime_budget_check())) {
         size_t n = (size_t)(end - p);
         if (n > MB_MIME_CHUNK)
             n = MB_MIME_CHUNK;

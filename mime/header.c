@@ -44,14 +44,16 @@ void mime_headers_scan(const char *p, const char *end, bool top, mime_hsect *h)
     const char *q = p;
     while (q < end) {
         if (blank_line(q, end)) {
-            h->end = q;
+            if (!h->truncated) /* past the limit, the section stays cut */
+                h->end = q;
             h->body = line_end(q, end);
             return;
         }
         bool cont = (*q == ' ' || *q == '\t') && q > p;
         if (!cont && !field_line(q, end)) {
             h->bad_line = true;
-            h->end = q;
+            if (!h->truncated)
+                h->end = q;
             h->body = q;
             return;
         }

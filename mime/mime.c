@@ -219,7 +219,7 @@ static mb_status read_top_headers(const mime_hsect *h, int64_t internal_date, mb
     static const char *const addr_names[] = {"from", "to", "cc", "bcc", "reply-to"};
     mb_addressv *addr_vecs[] = {&r->from, &r->to, &r->cc, &r->bcc, &r->reply_to};
     static const char *const addr_disp[] = {"From", "To", "Cc", "Bcc", "Reply-To"};
-    while (!s && mime_field_next(h, &it, &f)) {
+    while (!s && !(s = mime_budget_check()) && mime_field_next(h, &it, &f)) {
         bool capped = false;
         int ai = -1;
         for (int i = 0; i < 5; i++)
@@ -335,9 +335,12 @@ static mb_status make_snippet(const mime_leaf *l, char *buf, mb_mime_defects *d,
         if (unknown)
             mb_mime_defect(d, "unknown charset '%.40s' in part %s", l->charset, l->path);
     }
+    bool unclosed = false;
     if (!s)
-        s = html ? mb_mime_snippet_html(mb_buf_cstr(&u), u.len, out)
+        s = html ? mime_snippet_html(mb_buf_cstr(&u), u.len, out, &unclosed)
                  : mb_mime_snippet_text(mb_buf_cstr(&u), u.len, out);
+    if (!s && unclosed)
+        mb_mime_defect(d, "unclosed <head>, <script> or <style> in HTML part %s", l->path);
     mb_buf_free(&u);
     mb_buf_free(&c.b);
     return s;

@@ -20,7 +20,7 @@
  * address>" (Re:/Fwd: prefixes stripped, lower-cased). thread_id is the
  * first 16 hex chars of SHA-256 of that root, so equal roots give equal ids.
  *
- * Everything is thread-safe; there is no global state. */
+ * Everything is thread-safe; the only state is the per-thread work budget. */
 #ifndef MB_MIME_H
 #define MB_MIME_H
 
@@ -47,8 +47,9 @@
  * (apart from raw). Every string and vector is malloc'd; release them with
  * mb_rec_free(&mb_type_parsed, out) or mb_mime_parsed_clear(out).
  * internal_date (unix seconds) is used when the Date header is missing or
- * unparseable. Returns MB_OK (possibly with defects) or MB_ERR_NOMEM (then
- * *out holds nothing of ours). */
+ * unparseable. Returns MB_OK (possibly with defects), MB_ERR_NOMEM, or
+ * MB_ERR_BUDGET when the thread's work budget ran out (then *out holds
+ * nothing of ours). */
 mb_status mb_mime_parse(const char *data, size_t len, int64_t internal_date,
                         mb_rec_parsed *out);
 
@@ -58,6 +59,14 @@ void mb_mime_parsed_clear(mb_rec_parsed *rec);
 /* Receives decoded bytes in chunks of at most MB_MIME_CHUNK. A non-MB_OK
  * return stops decoding and is returned by mb_mime_part_decode. */
 typedef mb_status (*mb_mime_sink)(void *ctx, const void *p, size_t n);
+
+/* Work budget for the calling thread: from now on, mb_mime_parse and
+ * mb_mime_part_decode (and the building blocks below) may spend cpu_ms of
+ * this thread's CPU time; past it they stop with MB_ERR_BUDGET. Every parser
+ * loop is linear in its input, but the next bug may not be: the parse stage
+ * sets a budget per message, avscan per attachment, so that no single
+ * message can hold a stage. 0 lifts the limit (the default). */
+void mb_mime_budget(int64_t cpu_ms);
 
 /* Stream the transfer-decoded bytes of the leaf part at part_path (as
  * assigned by mb_mime_parse) to sink. MB_ERR_NOTFOUND for an unknown path

@@ -37,4 +37,12 @@ enum { CTE_IDENTITY, CTE_BASE64, CTE_QP, CTE_UNKNOWN };
 mb_status mime_decode_body(int cte, const char *p, const char *end, char *buf,
                            mb_mime_sink sink, void *ctx, bool *bad);
 
+/* MB_ERR_BUDGET once this thread's work budget (mb_mime_budget) is spent;
+ * cheap enough for inner loops. */
+mb_status mime_budget_check(void);
+
+/* mb_mime_snippet_html that also says whether a <head>, <script>, ... was
+ * never closed. */
+mb_status mime_snippet_html(const char *utf8, size_t n, char **out, bool *unclosed);
+
 #endif

@@ -92,7 +92,7 @@ static mb_status read_entity_headers(walker *w, const mime_hsect *h, const char 
     mime_field f;
     bool have_ct = false, have_cd = false;
     *boundary = NULL;
-    while (!s && mime_field_next(h, &it, &f)) {
+    while (!s && !(s = mime_budget_check()) && mime_field_next(h, &it, &f)) {
         bool capped;
         int which = mime_field_is(&f, "content-type") ? 1
                     : mime_field_is(&f, "content-transfer-encoding") ? 2
@@ -205,7 +205,7 @@ static mb_status walk_multipart(walker *w, const char *body, const char *end, co
     bool closed = false, any = false;
     mb_status s = MB_OK;
     const char *ptype = digest ? "message/rfc822" : "text/plain";
-    while (p < end && !s) {
+    while (p < end && !s && !(s = mime_budget_check())) {
         const char *ln = line_end(p, end);
         int k = *p == '-' ? delimiter(p, end, boundary, bl) : 0;
         if (k) {

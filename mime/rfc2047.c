@@ -5,7 +5,7 @@
  * adjacent words in the same charset are joined before conversion (so a
  * multibyte character split across two words survives), and anything that
  * does not parse as an encoded word is left literal. */
-#include "mime/mime.h"
+#include "mime/mime_int.h"
 
 #include <string.h>
 #include <strings.h>
@@ -61,9 +61,31 @@ static bool ew_decode(char enc, const char *t, size_t n, mb_buf *out, mb_status 
     return true;
 }
 
+/* Where the text of an encoded word starting at or after `from` stops: the
+ * first "?=", whitespace or the end of the value at or after it. Remembered
+ * across the calls for one value, so a value full of "=?x?Q?" starts with no
+ * "?=" is read once, not once per start (that was quadratic). */
+typedef struct {
+    const char *from, *stop;
+    bool unterminated; /* a "=?cs?e?" start had no "?=" */
+} ew_memo;
+
+static const char *ew_text_stop(ew_memo *m, const char *t, const char *end)
+{
+    if (m->stop && t >= m->from && t <= m->stop)
+        return m->stop;
+    const char *e = t;
+    while (e + 1 < end && !(e[0] == '?' && e[1] == '=') && *e != ' ' && *e != '\t' &&
+           *e != '\r' && *e != '\n')
+        e++;
+    m->from = t;
+    m->stop = e;
+    return e;
+}
+
 /* Try to parse "=?cs?e?text?=" at p; on success set the pieces and *len. */
-static bool ew_parse(const char *p, const char *end, const char **cs, size_t *csl, char *enc,
-                     const char **text, size_t *tl, size_t *len)
+static bool ew_parse(ew_memo *m, const char *p, const char *end, const char **cs, size_t *csl,
+                     char *enc, const char **text, size_t *tl, size_t *len)
 {
     if (end - p < 8 || p[0] != '=' || p[1] != '?')
         return false;
@@ -77,15 +99,13 @@ static bool ew_parse(const char *p, const char *end, const char **cs, size_t *cs
     if (q + 3 >= end || !strchr("BbQq", q[1]) || q[2] != '?')
         return false;
     *enc = q[1];
-    const char *t = q + 3, *e = t;
+    const char *t = q + 3;
     /* Q text may legitimately contain '?' only as =3F; stop at "?=". */
-    while (e + 1 < end && !(e[0] == '?' && e[1] == '=')) {
-        if (*e == ' ' || *e == '\t' || *e == '\r' || *e == '\n')
-            return false;
-        e++;
-    }
-    if (e + 1 >= end)
+    const char *e = ew_text_stop(m, t, end);
+    if (e + 1 >= end || e[0] != '?' || e[1] != '=') {
+        m->unterminated = true;
         return false;
+    }
     *text = t;
     *tl = (size_t)(e - t);
     *len = (size_t)(e + 2 - p);
@@ -116,15 +136,16 @@ mb_status mb_mime_decode_header(const char *in, size_t n, mb_buf *out, mb_mime_d
 {
     const char *p = in, *end = in + n, *lit = in;
     ew_run run = {MB_BUF_INIT, ""};
+    ew_memo memo = {NULL, NULL, false};
     bool prev_ew = false; /* last token was an encoded word */
     mb_status s = MB_OK;
     size_t start_len = out->len;
-    while (p < end && !s) {
+    while (p < end && !s && !(s = mime_budget_check())) {
         const char *cs, *text;
         size_t csl, tl, len;
         char enc;
         const char *q = p;
-        if (!(*q == '=' && ew_parse(q, end, &cs, &csl, &enc, &text, &tl, &len))) {
+        if (!(*q == '=' && ew_parse(&memo, q, end, &cs, &csl, &enc, &text, &tl, &len))) {
             p++;
             continue;
         }
@@ -168,6 +189,8 @@ mb_status mb_mime_decode_header(const char *in, size_t n, mb_buf *out, mb_mime_d
     }
     if (!s)
         s = run_flush(&run, out, d, what);
+    if (memo.unterminated && d)
+        mb_mime_defect(d, "unterminated encoded word in %s, kept literal", what);
     if (!s && lit < end)
         s = mb_mime_to_utf8(NULL, lit, (size_t)(end - lit), out, NULL);
     mb_buf_free(&run.bytes);

@@ -6,7 +6,7 @@
  * dropped (block tags become a space), <script>, <style>, <head>, comments
  * are skipped entirely, and common named plus all numeric entities are
  * decoded. */
-#include "mime/mime.h"
+#include "mime/mime_int.h"
 #include "util/utf8.h"
 
 #include <ctype.h>
@@ -160,15 +160,27 @@ static const char *find_ci(const char *p, const char *end, const char *needle)
     return NULL;
 }
 
+/* Index of name in the NULL-terminated list, or -1. */
+static int tag_index(const char *name, size_t l, const char *const *list)
+{
+    for (int i = 0; list[i]; i++)
+        if (strlen(list[i]) == l && !strncasecmp(name, list[i], l))
+            return i;
+    return -1;
+}
+
 static bool tag_is(const char *name, size_t l, const char *const *list)
 {
-    for (; *list; list++)
-        if (strlen(*list) == l && !strncasecmp(name, *list, l))
-            return true;
-    return false;
+    return tag_index(name, l, list) >= 0;
 }
 
 mb_status mb_mime_snippet_html(const char *utf8, size_t n, char **out)
+{
+    bool unclosed;
+    return mime_snippet_html(utf8, n, out, &unclosed);
+}
+
+mb_status mime_snippet_html(const char *utf8, size_t n, char **out, bool *unclosed)
 {
     static const char *const skip[] = {"script", "style", "head", "title", "template", NULL};
     static const char *const block[] = {"br", "p", "div", "tr", "td", "th", "li", "ul", "ol",
@@ -178,7 +190,11 @@ mb_status mb_mime_snippet_html(const char *utf8, size_t n, char **out)
     snip s = {MB_BUF_INIT, 0, false, false};
     const char *p = utf8, *end = utf8 + n;
     mb_status st = MB_OK;
-    while (p < end && !st && !s.full) {
+    /* absent[i]: no closing tag for skip[i] follows, so it is not searched
+     * for again (each unclosed <head> searched the rest: quadratic). */
+    bool absent[MB_ARRAY_LEN(skip)] = {false};
+    *unclosed = false;
+    while (p < end && !st && !s.full && !(st = mime_budget_check())) {
         if (*p == '<') {
             if (end - p >= 4 && !memcmp(p, "<!--", 4)) {
                 const char *c = find_ci(p + 4, end, "-->");
@@ -207,16 +223,20 @@ mb_status mb_mime_snippet_html(const char *utf8, size_t n, char **out)
                 q++;
             }
             p = q < end ? q + 1 : end;
-            if (!closing && tag_is(ns, nl, skip) && p[-1] == '>' && p[-2] != '/') {
+            int sk = closing ? -1 : tag_index(ns, nl, skip);
+            if (sk >= 0 && p[-1] == '>' && p[-2] != '/') {
                 char close[16] = "</";
                 memcpy(close + 2, ns, nl);
                 close[2 + nl] = '\0';
-                const char *c = find_ci(p, end, close);
+                const char *c = absent[sk] ? NULL : find_ci(p, end, close);
                 if (c) {
                     const char *gt = memchr(c, '>', (size_t)(end - c));
                     p = gt ? gt + 1 : end;
-                } else if (strncasecmp(ns, "head", nl)) {
-                    p = end; /* unterminated script/style: nothing readable follows */
+                } else {
+                    absent[sk] = true;
+                    *unclosed = true;
+                    if (strncasecmp(ns, "head", nl))
+                        p = end; /* unterminated script/style: nothing readable follows */
                 }
             }
             if (tag_is(ns, nl, block))

@@ -24,6 +24,7 @@ const char *mb_status_str(mb_status s)
     case MB_ERR_AUTH: return "authentication failed";
     case MB_ERR_CONFIG: return "configuration error";
     case MB_ERR_STOPPED: return "stopped";
+    case MB_ERR_BUDGET: return "work budget exceeded";
     case MB_ERR_INTERNAL: return "internal error";
     }
     return "unknown status";

@@ -26,6 +26,7 @@ typedef enum {
     MB_ERR_AUTH,      /* credentials refused */
     MB_ERR_CONFIG,    /* missing or bad configuration */
     MB_ERR_STOPPED,   /* shutdown requested */
+    MB_ERR_BUDGET,    /* a work budget (CPU time for one input) ran out */
     MB_ERR_INTERNAL,
 } mb_status;
 
