@@ -152,10 +152,25 @@ void mb_bus_retry(mb_bus_delivery *d, int64_t delay_ms, const char *fmt, ...)
 void mb_bus_fail(mb_bus_delivery *d, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Tell the server this delivery is still being worked on (resets AckWait).
- * Call from the handler during long work. */
+ * Call from the handler during long work; it also counts as progress for
+ * the supervisor's watchdog. */
 void mb_bus_in_progress(mb_bus_delivery *d);
+/* The calling thread starts work on d alone: if the process dies or this
+ * thread spins before its next begin, d is the record that did it (see
+ * bus/watch.h). Handlers that work record by record call this for each;
+ * the consume loop itself marks the whole batch as in hand. */
+void mb_bus_begin(const mb_bus_delivery *d);
+/* The calling thread works on the batch d[0..n) as a whole again. */
+void mb_bus_begin_batch(const mb_bus_delivery *d, size_t n);
 
 typedef void (*mb_bus_batch_fn)(void *ctx, mb_bus_delivery *d, size_t n);
+/* Called (in the consuming thread) for every record the loop gives up on,
+ * before it is dead-lettered: a FAIL verdict, a RETRY on the last allowed
+ * delivery, a poison record left by the supervisor. The stage settles the
+ * record's messages on their job here (failed, with the reason), so that a
+ * job always ends. d->msg_ headers are readable; the verdict fields are not
+ * used. */
+typedef void (*mb_bus_give_up_fn)(void *ctx, const mb_bus_delivery *d, const char *reason);
 
 typedef struct {
     int batch;                /* max messages per handler call; 0: 256 */
@@ -163,6 +178,7 @@ typedef struct {
     int64_t ack_timeout_ms;   /* wait for acks to reach the server; 0: 5000 */
     int64_t idle_return_ms;   /* return MB_OK after this long without
                                  messages; 0: never (until mb_bus_stop) */
+    mb_bus_give_up_fn give_up; /* may be NULL; gets the consume ctx */
 } mb_bus_consume_opts;
 
 /* Pull from the durable consumer of the stage's work stream ("fetch",
@@ -172,7 +188,9 @@ typedef struct {
  * <p>.dlq.<stage> and acked only after the DLQ PubAck). If the DLQ publish
  * fails the message is nak'ed instead, never dropped. On stop: the batch in
  * hand is finished, anything fetched but not handled is nak'ed, the
- * subscription is drained, and MB_OK is returned. o may be NULL. */
+ * subscription is drained, and MB_OK is returned. o may be NULL.
+ * Before the first fetch, poison records the supervisor left (bus/watch.h)
+ * are read from the stream, given up on and deleted from it. */
 mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts *o,
                          mb_bus_batch_fn fn, void *ctx);
 

@@ -14,6 +14,7 @@
  *    read loop: unsubscribe, flush (the server has processed the UNSUB and
  *    the read loop is past any message for it), then destroy. */
 #include "bus/internal.h"
+#include "bus/watch.h"
 
 #include "schemas/schema.h"
 #include "util/buf.h"
@@ -95,6 +96,18 @@ void mb_bus_in_progress(mb_bus_delivery *d)
 {
     if (d && d->msg_)
         natsMsg_InProgress((natsMsg *)d->msg_, NULL);
+    mb_watch_progress();
+}
+
+void mb_bus_begin(const mb_bus_delivery *d)
+{
+    mb_watch_begin(d->stream_seq, d->deliveries, 1);
+}
+
+void mb_bus_begin_batch(const mb_bus_delivery *d, size_t n)
+{
+    if (n)
+        mb_watch_begin(d[0].stream_seq, d[0].deliveries, (int)n);
 }
 
 static int64_t now_ms(void)
@@ -298,6 +311,8 @@ static natsStatus fetch_batch(natsSubscription *sub, natsMsg **msgs, int batch,
 typedef struct {
     mb_bus *b;
     const char *stage;
+    const mb_bus_consume_opts *o;
+    void *ctx;
     char stream[MB_BUS_PREFIX_MAX + 32];
     natsSubscription *sub;
     int64_t max_deliver; /* <= 0: unlimited */
@@ -323,12 +338,15 @@ static void fill_delivery(mb_bus_delivery *d, natsMsg *m)
     snprintf(d->reason, sizeof d->reason, "handler set no verdict");
 }
 
-/* Dead-letter then ack; if the DLQ publish fails, nak (never drop). */
+/* Dead-letter then ack; if the DLQ publish fails, nak (never drop). The
+ * stage settles the record on its job first. */
 static void settle_dead(loop_state *ls, mb_bus_delivery *d, const char *reason)
 {
     natsMsg *m = d->msg_;
     const char *job = mb_bus_delivery_header(d, "Mailbus-Job");
     const char *acct = mb_bus_delivery_header(d, "Mailbus-Account");
+    if (ls->o->give_up)
+        ls->o->give_up(ls->ctx, d, reason);
     mb_status rc = dead_letter(ls->b, ls->stage, ls->stream, d, reason);
     if (rc == MB_OK) {
         MB_WARN(job, acct, "bus: dead-lettered %s seq %llu after %llu deliveries: %s",
@@ -442,6 +460,62 @@ static void unsubscribe(loop_state *ls, natsMsg **msgs, int batch)
     ls->sub = NULL;
 }
 
+/* Poison records the supervisor left for this stream: read each from the
+ * stream, give up on it (settled on its job, dead-lettered) and delete it
+ * from the stream, so that no copy of the stage is handed it again. One
+ * already gone (another copy dealt with it) is just forgotten. A failure
+ * leaves the entry for the next start. */
+static void clear_poison(loop_state *ls)
+{
+    mb_watch *w = mb_watch_get();
+    if (!w)
+        return;
+    for (int i = 0; i < MB_WATCH_POISON; i++) {
+        mb_watch_poison *p = &w->poison[i];
+        if (atomic_load(&p->state) != MB_POISON_PENDING || strcmp(p->stream, ls->stream))
+            continue;
+        natsMsg *m = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetMsg(&m, ls->b->js, ls->stream, p->seq, NULL, &jerr);
+        if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr) {
+            MB_INFO(NULL, NULL, "bus: poison %s seq %llu is gone already", ls->stream,
+                    (unsigned long long)p->seq);
+            atomic_store(&p->state, MB_POISON_FREE);
+            continue;
+        }
+        if (s != NATS_OK) {
+            mb_bus_nats_err(s, jerr, "get poison %s seq %llu", ls->stream,
+                            (unsigned long long)p->seq);
+            MB_ERROR(NULL, NULL, "bus: %s; left for the next start", mb_err_last());
+            continue;
+        }
+        mb_bus_delivery d;
+        fill_delivery(&d, m);
+        d.stream_seq = p->seq;
+        d.deliveries = p->deliveries;
+        const char *job = mb_bus_delivery_header(&d, "Mailbus-Job");
+        const char *acct = mb_bus_delivery_header(&d, "Mailbus-Account");
+        if (ls->o->give_up)
+            ls->o->give_up(ls->ctx, &d, p->reason);
+        mb_status rc = dead_letter(ls->b, ls->stage, ls->stream, &d, p->reason);
+        if (rc == MB_OK) {
+            s = js_DeleteMsg(ls->b->js, ls->stream, p->seq, NULL, &jerr);
+            if (s != NATS_OK && s != NATS_NOT_FOUND)
+                rc = mb_bus_nats_err(s, jerr, "delete poison %s seq %llu", ls->stream,
+                                     (unsigned long long)p->seq);
+        }
+        if (rc == MB_OK) {
+            MB_WARN(job, acct, "bus: poison %s seq %llu dead-lettered and removed: %s",
+                    d.subject, (unsigned long long)p->seq, p->reason);
+            atomic_store(&p->state, MB_POISON_FREE);
+        } else {
+            MB_ERROR(job, acct, "bus: poison seq %llu: %s; left for the next start",
+                     (unsigned long long)p->seq, mb_err_last());
+        }
+        natsMsg_Destroy(m);
+    }
+}
+
 static bool fatal_status(natsStatus s)
 {
     return s == NATS_CONNECTION_CLOSED || s == NATS_INVALID_SUBSCRIPTION ||
@@ -473,6 +547,8 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
     loop_state ls = {0};
     ls.b = b;
     ls.stage = stage;
+    ls.o = o;
+    ls.ctx = ctx;
     ls.ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : 5000;
     mb_status rc = mb_bus_stream_name(b, upper, ls.stream, sizeof ls.stream);
     if (rc != MB_OK)
@@ -489,13 +565,20 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
         goto out;
     MB_INFO(NULL, NULL, "bus: consuming %s > %s (batch %d, max_deliver %lld)", ls.stream,
             stage, batch, (long long)ls.max_deliver);
+    mb_watch *w = mb_watch_get();
+    if (w)
+        snprintf(w->stream, sizeof w->stream, "%.*s", (int)sizeof w->stream - 1, ls.stream);
+    clear_poison(&ls);
 
     int64_t idle_since = now_ms();
     int64_t last_err_log = 0;
     while (!mb_bus_stopping()) {
         int n = 0;
         int64_t t0 = now_ms();
-        natsStatus s = fetch_batch(ls.sub, msgs, batch, fetch_timeout, &n);
+        /* After a death during batch-level work, one record at a time, so
+         * that a second death names its record (bus/watch.h). */
+        int want = w && atomic_load(&w->isolate) > 0 ? 1 : batch;
+        natsStatus s = fetch_batch(ls.sub, msgs, want, fetch_timeout, &n);
         if (n == 0) {
             int64_t t1 = now_ms();
             if (fatal_status(s)) {
@@ -525,9 +608,13 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
         }
         for (int k = 0; k < n; k++)
             fill_delivery(&dels[k], msgs[k]);
+        mb_bus_begin_batch(dels, (size_t)n);
         fn(ctx, dels, (size_t)n);
         for (int k = 0; k < n; k++)
             settle(&ls, &dels[k]);
+        mb_watch_idle();
+        if (w && want == 1 && atomic_load(&w->isolate) > 0)
+            atomic_fetch_sub(&w->isolate, 1);
         flush_acks(&ls);
         for (int k = 0; k < n; k++) {
             natsMsg_Destroy(msgs[k]);

@@ -20,7 +20,7 @@ static const char sql[] =
     " 'date', to_char(e.date AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
     " 'internal_date', to_char(l.internal_date AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
     " 'size', e.size, 'sha256', encode(e.blob_sha256, 'hex'), 'thread_id', e.thread_id,"
-    " 'snippet', e.snippet, 'defects', e.defects,"
+    " 'snippet', e.snippet, 'defects', e.defects, 'unparsed', e.unparsed,"
     " 'attachments', coalesce((SELECT json_agg(json_build_object('part', a.part, 'filename', a.filename,"
     "   'content_type', a.content_type, 'size', a.size, 'sha256', encode(a.sha256, 'hex'),"
     "   'scan_status', a.scan_status, 'signature', a.scan_signature) ORDER BY a.part)"

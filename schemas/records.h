@@ -103,6 +103,7 @@ typedef struct {
     char *snippet;           /* "sn": <= 256 chars of plain text */
     mb_attachmentv attachments; /* "at" */
     mb_strv defects;         /* "df": what could not be parsed */
+    bool unparsed;           /* "up": parse gave up (budget, watchdog): raw only */
 } mb_rec_parsed;
 
 /* avscan/1 — parse/store -> avscan: one attachment to scan. */

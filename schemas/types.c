@@ -125,6 +125,7 @@ static const mb_field parsed_f[] = {
     F("sn", snippet, STR),
     MB_FIELD(mb_rec_parsed, "at", attachments, MB_F_RECV, &mb_type_attachment),
     F("df", defects, STRV),
+    F("up", unparsed, BOOL),
 };
 #undef ADDRS
 #undef F

@@ -35,6 +35,7 @@ typedef struct {
     int64_t max_deliver;
     bool clamd_down; /* an outage is recorded on the job once, not per record */
     int threads;     /* attachments scanned at once (clamd is multi-threaded) */
+    int64_t budget_ms; /* CPU to decode one attachment (MAILBUS_AVSCAN_BUDGET_MS) */
 } avscan;
 
 static mb_status sink(void *ctx, const void *p, size_t n)
@@ -136,7 +137,9 @@ static mb_status scan_part(avscan *av, mb_clamd **c, const mb_rec_avscan *r, mb_
     if (!*c)
         s = mb_clamd_connect(av->socket, 30000, c);
     if (!s) s = mb_clamd_scan_begin(*c);
+    mb_mime_budget(av->budget_ms);
     if (!s) s = mb_mime_part_decode(data, len, r->part, sink, *c);
+    mb_mime_budget(0);
     if (!s) s = mb_clamd_scan_end(*c, v, sig, siglen);
     if (s) {
         /* A scan cut short leaves its connection open: start afresh (and
@@ -152,6 +155,7 @@ static mb_status scan_part(avscan *av, mb_clamd **c, const mb_rec_avscan *r, mb_
 typedef struct {
     avscan *av;
     item *it;
+    mb_bus_delivery *d; /* it[i] came from d[i] */
     size_t n;
     size_t next;        /* guarded by mu */
     pthread_mutex_t mu;
@@ -171,6 +175,7 @@ static void *scanner(void *arg)
         if (i >= p->n)
             break;
         item *it = &p->it[i];
+        mb_bus_begin(&p->d[i]);
         it->scan_st = scan_part(p->av, &c, &it->r, &it->v, it->sig, sizeof it->sig);
         if (it->scan_st)
             snprintf(it->err, sizeof it->err, "%s", mb_err_last());
@@ -180,14 +185,14 @@ static void *scanner(void *arg)
 }
 
 /* Scan every item marked to_scan, up to av->threads at a time. */
-static void scan_all(avscan *av, item *it, size_t n)
+static void scan_all(avscan *av, item *it, mb_bus_delivery *d, size_t n)
 {
     size_t todo = 0;
     for (size_t i = 0; i < n; i++)
         todo += it[i].to_scan;
     if (todo == 0)
         return;
-    scan_pool p = {.av = av, .it = it, .n = n, .mu = PTHREAD_MUTEX_INITIALIZER};
+    scan_pool p = {.av = av, .it = it, .d = d, .n = n, .mu = PTHREAD_MUTEX_INITIALIZER};
     pthread_t th[16];
     size_t k = 0, want = todo < (size_t)av->threads ? todo : (size_t)av->threads;
     for (; k + 1 < want; k++)
@@ -196,6 +201,7 @@ static void scan_all(avscan *av, item *it, size_t n)
     scanner(&p); /* this thread scans too */
     for (size_t i = 0; i < k; i++)
         pthread_join(th[i], NULL);
+    mb_bus_begin_batch(d, n);
     pthread_mutex_destroy(&p.mu);
 }
 
@@ -239,8 +245,9 @@ static void scan_outcome(avscan *av, item *it, mb_bus_delivery *d)
             MB_WARN(js, as, "%s; retrying in %lld ms", why, (long long)delay);
             mb_bus_retry(d, delay, "%s", why);
         }
-    } else if (s == MB_ERR_NOTFOUND || s == MB_ERR_INVALID) {
-        /* Blob or part missing: a permanent problem for this attachment. */
+    } else if (s == MB_ERR_NOTFOUND || s == MB_ERR_INVALID || s == MB_ERR_BUDGET) {
+        /* Blob or part missing, or a part no decoder gets through within
+         * its budget: a permanent problem for this attachment. */
         snprintf(it->sig, sizeof it->sig, "attachment %s: %s", r->sha256, mb_err_last());
         mb_job_problem(av->st->db, r->job, r->account_id, "avscan", it->sig);
         it->status = "error";
@@ -283,7 +290,7 @@ static void handle(void *ctx, mb_bus_delivery *d, size_t n)
             it[i].to_scan = true;
     }
     if (!s)
-        scan_all(av, it, n);
+        scan_all(av, it, d, n);
     for (size_t i = 0; i < n && !s; i++)
         if (it[i].to_scan)
             scan_outcome(av, &it[i], &d[i]);
@@ -302,6 +309,35 @@ static void handle(void *ctx, mb_bus_delivery *d, size_t n)
     free(it);
 }
 
+/* The give-up hook (bus.h): a record that failed, ran out of deliveries or
+ * stopped a worker. Its pending attachment rows get an 'error' verdict with
+ * the reason (not cached in av_verdicts: a later import scans again), so
+ * the job can end with the problem shown. */
+static void give_up(void *ctx, const mb_bus_delivery *d, const char *reason)
+{
+    avscan *av = ctx;
+    mb_rec_avscan r = {0};
+    if (mb_rec_decode(&mb_type_avscan, d->data, d->len, &r) || !r.sha256) {
+        MB_ERROR(mb_bus_delivery_header(d, "Mailbus-Job"), mb_bus_delivery_header(d, "Mailbus-Account"),
+                 "avscan record seq %" PRIu64 " is undecodable, nothing to settle: %s",
+                 d->stream_seq, reason);
+        mb_rec_free(&mb_type_avscan, &r);
+        return;
+    }
+    char why[600], js[24], as[24];
+    snprintf(why, sizeof why, "attachment %s (part %s of %.12s): %s", r.sha256,
+             r.part ? r.part : "?", r.email_sha256 ? r.email_sha256 : "?", reason);
+    const char *p[] = {r.sha256, "scan abandoned"};
+    mb_status s = mb_db_query(av->st->db,
+        "UPDATE attachments SET scan_status = 'error', scan_signature = $2, scanned_at = now() "
+        "WHERE sha256 = decode($1, 'hex') AND scan_status = 'pending'", 2, p, NULL);
+    MB_WARN(mb_u64s(js, r.job), mb_u64s(as, r.account_id), "gave up on %s", why);
+    if (s)
+        MB_ERROR(js, as, "settling attachment %s: %s", r.sha256, mb_err_last());
+    mb_job_problem(av->st->db, r.job, r.account_id, "avscan", why);
+    mb_rec_free(&mb_type_avscan, &r);
+}
+
 int main(int argc, char **argv)
 {
     mb_stage st;
@@ -315,6 +351,10 @@ int main(int argc, char **argv)
     long threads;
     if (!s) s = mb_env_int("MAILBUS_AVSCAN_THREADS", 4, 1, 16, &threads);
     av.threads = (int)threads;
+    long budget = 0;
+    if (!s) s = mb_env_int("MAILBUS_AVSCAN_BUDGET_MS", 30000, 10, 3600000, &budget);
+    av.budget_ms = budget;
+    st.consume.give_up = give_up;
     if (!s) s = mb_env_require("MAILBUS_CLAMD_SOCKET", &av.socket);
     if (!s) s = mb_bus_consume(st.bus, "avscan", &st.consume, handle, &av);
     return mb_stage_finish(&st, s);

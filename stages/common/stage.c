@@ -4,6 +4,7 @@
 #include "schemas/schema.h"
 #include "sources/account.h"
 #include "stages/common/job.h"
+#include "stages/common/supervisor.h"
 #include "util/env.h"
 #include "util/log.h"
 
@@ -62,6 +63,11 @@ int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned n
     }
     st->consume.batch = st->batch;
 
+    /* Before any connection or thread exists: from here on this is the
+     * worker (the supervisor returns its exit status). */
+    int sv = mb_supervise(name);
+    if (sv >= 0)
+        return sv;
     mb_status s = mb_bus_install_signal_handlers();
     mb_buf where = MB_BUF_INIT;
     const char *dsn = mb_env("MAILBUS_PG_DSN", MB_DEFAULT_PG_DSN);
@@ -118,6 +124,8 @@ int mb_stage_finish(mb_stage *st, mb_status s)
     st->bus = NULL;
     st->db = NULL;
     st->blobs = NULL;
+    if (s == MB_ERR_CONFIG)
+        return MB_EXIT_CONFIG; /* restarting cannot help */
     return s && s != MB_ERR_STOPPED ? 1 : 0;
 }
 

@@ -4,6 +4,7 @@
 #include "stages/common/job.h"
 #include "stages/common/stage.h"
 #include "mime/mime.h"
+#include "util/env.h"
 #include "util/log.h"
 
 #include <inttypes.h>
@@ -15,20 +16,79 @@ static const char usage[] =
     "Consumes parse/1 records, MIME-parses the message's .eml blob (headers decoded to\n"
     "UTF-8, addresses, dates, threading, snippet, attachment metadata with the SHA-256\n"
     "of the decoded bytes) and publishes store/1 records. A message it cannot fully\n"
-    "parse is still passed on, with its defects recorded.";
+    "parse is still passed on, with its defects recorded; one that runs past its work\n"
+    "budget (MAILBUS_PARSE_BUDGET_MS of CPU, default 10000) or stops the process is\n"
+    "stored raw, flagged unparsed, with the reason on its job.";
 
 typedef struct {
     mb_stage *st;
     mb_buf enc;
+    int64_t budget_ms;       /* CPU per message (MAILBUS_PARSE_BUDGET_MS) */
+    const char *fault_spin;  /* tests: spin forever on a message holding this */
+    const char *fault_crash; /* tests: abort on a message holding this */
 } parser;
 
+/* Tests of the supervisor need a handler that hangs in a loop no budget
+ * checks, or crashes: MAILBUS_FAULT_PARSE=spin:TEXT or crash:TEXT makes
+ * parse do that on every message whose raw bytes contain TEXT. */
+static void fault(const parser *p, const char *data, size_t len)
+{
+    if (p->fault_spin && memmem(data, len, p->fault_spin, strlen(p->fault_spin))) {
+        volatile unsigned long x = 0;
+        for (;;)
+            x++;
+    }
+    if (p->fault_crash && memmem(data, len, p->fault_crash, strlen(p->fault_crash)))
+        abort();
+}
+
+/* A record for a message parse gave up on: what the scan knew plus the
+ * reason, flagged unparsed; the raw bytes are in the blob store. */
+static mb_status salvage(mb_rec_parsed *rec, const char *why)
+{
+    mb_mime_parsed_clear(rec);
+    rec->date = rec->raw.internal_date;
+    rec->unparsed = true;
+    rec->defects.v = malloc(sizeof *rec->defects.v);
+    if (!rec->defects.v || !(rec->defects.v[0] = mb_strdup(why))) {
+        mb_mime_parsed_clear(rec);
+        return mb_errf(MB_ERR_NOMEM, "unparsed record");
+    }
+    rec->defects.n = 1;
+    return MB_OK;
+}
+
+static void store_msg_id(const mb_rec_rawmsg *r, char *id, size_t cap)
+{
+    snprintf(id, cap, "store-%" PRIu64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64, r->job, r->folder_id,
+             r->uidvalidity, r->uid);
+}
+
+/* Encode rec and publish it to store: async (collected by the batch's
+ * flush) or, for a record given up on outside a batch, synchronously. */
+static mb_status publish_store(parser *p, const mb_rec_parsed *rec, bool async)
+{
+    char js[24], as[24], subj[128], id[128];
+    mb_status s = mb_bus_subjectf(p->st->bus, subj, sizeof subj, "store.%" PRIu64,
+                                  rec->raw.account_id);
+    store_msg_id(&rec->raw, id, sizeof id);
+    mb_pub_headers h = {.msg_id = id, .schema = mb_type_parsed.schema,
+                        .job = mb_u64s(js, rec->raw.job), .account = mb_u64s(as, rec->raw.account_id)};
+    mb_buf_reset(&p->enc);
+    if (!s) s = mb_rec_encode(&mb_type_parsed, rec, &p->enc);
+    if (!s && async) s = mb_bus_publish_async(p->st->bus, subj, p->enc.data, p->enc.len, &h);
+    if (!s && !async) s = mb_bus_publish(p->st->bus, subj, p->enc.data, p->enc.len, &h);
+    return s;
+}
+
 /* Parse one delivery; on success a store record is queued (async). Sets
- * the job, folder and uid for the progress mark when the message is dealt with. */
-static bool parse_one(parser *p, mb_bus_delivery *d, uint64_t *job, uint64_t *folder, uint64_t *uid,
-                      bool *failed)
+ * the job, folder and uid for the progress mark when the message is dealt
+ * with. A record that cannot be handled is failed; the give-up hook below
+ * settles it on its job. */
+static bool parse_one(parser *p, mb_bus_delivery *d, uint64_t *job, uint64_t *folder, uint64_t *uid)
 {
     mb_rec_parsed rec = {0};
-    *failed = false;
+    mb_bus_begin(d);
     if (mb_rec_decode(&mb_type_rawmsg, d->data, d->len, &rec.raw)) {
         mb_bus_fail(d, "undecodable parse record: %s", mb_err_last());
         return false;
@@ -45,18 +105,22 @@ static bool parse_one(parser *p, mb_bus_delivery *d, uint64_t *job, uint64_t *fo
     mb_status s = mb_blob_map(p->st->blobs, rec.raw.sha256, &data, &len, &m);
     if (s) {
         /* The blob is made durable before this record exists: its absence is
-         * not transient. Record it on the job and move on. */
-        char why[300];
-        snprintf(why, sizeof why, "uid %" PRIu64 ": blob %s: %s", rec.raw.uid, rec.raw.sha256,
-                 mb_err_last());
-        mb_job_problem(p->st->db, rec.raw.job, rec.raw.account_id, "parse", why);
-        mb_bus_fail(d, "%s", why);
-        *failed = true;
+         * not transient. */
+        mb_bus_fail(d, "uid %" PRIu64 ": blob %s: %s", rec.raw.uid, rec.raw.sha256, mb_err_last());
         mb_rec_free(&mb_type_parsed, &rec);
-        return true;
+        return false;
     }
+    fault(p, data, len);
+    mb_mime_budget(p->budget_ms);
     s = mb_mime_parse(data, len, rec.raw.internal_date, &rec);
+    mb_mime_budget(0);
     mb_blob_unmap(m);
+    if (s == MB_ERR_BUDGET) {
+        /* No single message may hold the stage: store it raw, say why. */
+        char why[300];
+        snprintf(why, sizeof why, "parse abandoned: %s (%zu bytes)", mb_err_last(), len);
+        s = salvage(&rec, why);
+    }
     if (s) {
         mb_bus_retry(d, 1000, "parse: %s", mb_err_last());
         mb_rec_free(&mb_type_parsed, &rec);
@@ -67,16 +131,10 @@ static bool parse_one(parser *p, mb_bus_delivery *d, uint64_t *job, uint64_t *fo
         snprintf(why, sizeof why, "uid %" PRIu64 " (blob %.12s): %zu defects, first: %s", rec.raw.uid,
                  rec.raw.sha256, rec.defects.n, rec.defects.v[0]);
         MB_WARN(js, as, "%s", why);
-        mb_job_problem(p->st->db, rec.raw.job, rec.raw.account_id, "defect", why);
+        mb_job_problem(p->st->db, rec.raw.job, rec.raw.account_id,
+                       rec.unparsed ? "parse" : "defect", why);
     }
-    char subj[128], id[128];
-    s = mb_bus_subjectf(p->st->bus, subj, sizeof subj, "store.%" PRIu64, rec.raw.account_id);
-    snprintf(id, sizeof id, "store-%" PRIu64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64, rec.raw.job,
-             rec.raw.folder_id, rec.raw.uidvalidity, rec.raw.uid);
-    mb_pub_headers h = {.msg_id = id, .schema = mb_type_parsed.schema, .job = js, .account = as};
-    mb_buf_reset(&p->enc);
-    if (!s) s = mb_rec_encode(&mb_type_parsed, &rec, &p->enc);
-    if (!s) s = mb_bus_publish_async(p->st->bus, subj, p->enc.data, p->enc.len, &h);
+    s = publish_store(p, &rec, true);
     mb_rec_free(&mb_type_parsed, &rec);
     if (s) {
         mb_bus_retry(d, 2000, "publish: %s", mb_err_last());
@@ -86,19 +144,50 @@ static bool parse_one(parser *p, mb_bus_delivery *d, uint64_t *job, uint64_t *fo
     return true;
 }
 
+/* The give-up hook (bus.h): a record that failed, ran out of deliveries or
+ * stopped a worker (poison). If its blob is there, the message is stored
+ * raw, flagged unparsed, with the reason; otherwise it is marked failed.
+ * Either way the reason is on the job and the job can end. */
+static void give_up(void *ctx, const mb_bus_delivery *d, const char *reason)
+{
+    parser *p = ctx;
+    mb_rec_parsed rec = {0};
+    if (mb_rec_decode(&mb_type_rawmsg, d->data, d->len, &rec.raw)) {
+        MB_ERROR(mb_bus_delivery_header(d, "Mailbus-Job"), mb_bus_delivery_header(d, "Mailbus-Account"),
+                 "parse record seq %" PRIu64 " is undecodable, no message to settle: %s",
+                 d->stream_seq, reason);
+        return;
+    }
+    char why[600], js[24], as[24];
+    snprintf(why, sizeof why, "uid %" PRIu64 " (blob %.12s): %s", rec.raw.uid, rec.raw.sha256,
+             reason);
+    bool have = false;
+    mb_status s = mb_blob_exists(p->st->blobs, rec.raw.sha256, &have);
+    int bit = MB_JOB_FAILED;
+    if (!s && have && !(s = salvage(&rec, why)) && !(s = publish_store(p, &rec, false)))
+        bit = MB_JOB_PARSED;
+    MB_WARN(mb_u64s(js, rec.raw.job), mb_u64s(as, rec.raw.account_id), "gave up on %s%s", why,
+            bit == MB_JOB_PARSED ? "; stored raw, unparsed" : "; marked failed");
+    mb_job_problem(p->st->db, rec.raw.job, rec.raw.account_id, "parse", why);
+    if ((s = mb_job_mark(p->st->db, rec.raw.job, bit, &rec.raw.folder_id, &rec.raw.uid, 1)))
+        MB_ERROR(js, as, "settling uid %" PRIu64 ": %s", rec.raw.uid, mb_err_last());
+    mb_rec_free(&mb_type_parsed, &rec);
+}
+
 static void handle(void *ctx, mb_bus_delivery *d, size_t n)
 {
     parser *p = ctx;
     uint64_t *jobs = calloc(n, sizeof *jobs), *folders = calloc(n, sizeof *folders),
              *uids = calloc(n, sizeof *uids);
-    bool *ok = calloc(n, sizeof *ok), *failed = calloc(n, sizeof *failed);
-    if (!jobs || !folders || !uids || !ok || !failed) {
+    bool *ok = calloc(n, sizeof *ok);
+    if (!jobs || !folders || !uids || !ok) {
         for (size_t i = 0; i < n; i++)
             mb_bus_retry(&d[i], 1000, "out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++)
-        ok[i] = parse_one(p, &d[i], &jobs[i], &folders[i], &uids[i], &failed[i]);
+        ok[i] = parse_one(p, &d[i], &jobs[i], &folders[i], &uids[i]);
+    mb_bus_begin_batch(d, n);
     /* Nothing is acked before every store record is stored by JetStream. */
     mb_status s = mb_bus_publish_flush(p->st->bus, 60000);
     /* Progress bits, grouped per job (a batch usually holds one job). */
@@ -106,29 +195,20 @@ static void handle(void *ctx, mb_bus_delivery *d, size_t n)
         if (!ok[i] || !jobs[i])
             continue;
         uint64_t job = jobs[i];
-        size_t k = 0, kf = 0;
+        size_t k = 0;
         uint64_t *fo = calloc(n, sizeof *fo), *uu = calloc(n, sizeof *uu);
-        uint64_t *ffo = calloc(n, sizeof *ffo), *fuu = calloc(n, sizeof *fuu);
-        if (!fo || !uu || !ffo || !fuu)
+        if (!fo || !uu)
             s = mb_errf(MB_ERR_NOMEM, "marks");
         for (size_t j = i; !s && j < n; j++) {
             if (!ok[j] || jobs[j] != job)
                 continue;
-            if (failed[j]) {
-                ffo[kf] = folders[j];
-                fuu[kf++] = uids[j];
-            } else {
-                fo[k] = folders[j];
-                uu[k++] = uids[j];
-            }
+            fo[k] = folders[j];
+            uu[k++] = uids[j];
             jobs[j] = 0;
         }
         if (!s) s = mb_job_mark(p->st->db, job, MB_JOB_PARSED, fo, uu, k);
-        if (!s) s = mb_job_mark(p->st->db, job, MB_JOB_FAILED, ffo, fuu, kf);
         free(fo);
         free(uu);
-        free(ffo);
-        free(fuu);
     }
     if (s) {
         MB_WARN(NULL, NULL, "batch of %zu: %s", n, mb_err_last());
@@ -141,7 +221,6 @@ out:
     free(folders);
     free(uids);
     free(ok);
-    free(failed);
 }
 
 int main(int argc, char **argv)
@@ -151,7 +230,18 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     parser p = {.st = &st};
-    mb_status s = mb_bus_consume(st.bus, "parse", &st.consume, handle, &p);
+    long budget;
+    mb_status s = mb_env_int("MAILBUS_PARSE_BUDGET_MS", 10000, 10, 3600000, &budget);
+    p.budget_ms = budget;
+    const char *f = mb_env("MAILBUS_FAULT_PARSE", "");
+    if (!strncmp(f, "spin:", 5) && f[5])
+        p.fault_spin = f + 5;
+    else if (!strncmp(f, "crash:", 6) && f[6])
+        p.fault_crash = f + 6;
+    else if (*f && !s)
+        s = mb_errf(MB_ERR_CONFIG, "MAILBUS_FAULT_PARSE=%s: expected spin:TEXT or crash:TEXT", f);
+    st.consume.give_up = give_up;
+    if (!s) s = mb_bus_consume(st.bus, "parse", &st.consume, handle, &p);
     mb_buf_free(&p.enc);
     return mb_stage_finish(&st, s);
 }

@@ -20,15 +20,30 @@
 static const char sql_emails[] =
     "INSERT INTO emails (account_id, blob_sha256, size, message_id, thread_id, in_reply_to, "
     "references_, subject, from_name, from_addr, date, internal_date, flags, snippet, "
-    "has_attachments, defects) "
+    "has_attachments, defects, unparsed) "
     "SELECT u.acct, decode(u.sha, 'hex'), u.size, u.mid, u.tid, u.irt, u.refs::text[], u.subj, "
     "u.fname, u.faddr, to_timestamp(u.dt), to_timestamp(u.idt), u.flags::text[], u.snip, "
-    "u.hasatt, nullif(u.defects::text[], '{}') "
+    "u.hasatt, nullif(u.defects::text[], '{}'), u.unparsed "
     "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], "
     "$7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], $12::bigint[], $13::text[], "
-    "$14::text[], $15::bool[], $16::text[]) "
-    "AS u(acct, sha, size, mid, tid, irt, refs, subj, fname, faddr, dt, idt, flags, snip, hasatt, defects) "
-    "ON CONFLICT (account_id, blob_sha256) DO UPDATE SET synced_at = now() "
+    "$14::text[], $15::bool[], $16::text[], $17::bool[]) "
+    "AS u(acct, sha, size, mid, tid, irt, refs, subj, fname, faddr, dt, idt, flags, snip, hasatt, "
+    "defects, unparsed) "
+    /* A row parse gave up on is filled in by a later full parse (a dead
+     * letter retried after a fix); a parsed row is never overwritten. */
+    "ON CONFLICT (account_id, blob_sha256) DO UPDATE SET synced_at = now(), "
+    "unparsed = emails.unparsed AND EXCLUDED.unparsed, "
+    "message_id = CASE WHEN emails.unparsed THEN EXCLUDED.message_id ELSE emails.message_id END, "
+    "thread_id = CASE WHEN emails.unparsed THEN EXCLUDED.thread_id ELSE emails.thread_id END, "
+    "in_reply_to = CASE WHEN emails.unparsed THEN EXCLUDED.in_reply_to ELSE emails.in_reply_to END, "
+    "references_ = CASE WHEN emails.unparsed THEN EXCLUDED.references_ ELSE emails.references_ END, "
+    "subject = CASE WHEN emails.unparsed THEN EXCLUDED.subject ELSE emails.subject END, "
+    "from_name = CASE WHEN emails.unparsed THEN EXCLUDED.from_name ELSE emails.from_name END, "
+    "from_addr = CASE WHEN emails.unparsed THEN EXCLUDED.from_addr ELSE emails.from_addr END, "
+    "date = CASE WHEN emails.unparsed THEN EXCLUDED.date ELSE emails.date END, "
+    "snippet = CASE WHEN emails.unparsed THEN EXCLUDED.snippet ELSE emails.snippet END, "
+    "has_attachments = CASE WHEN emails.unparsed THEN EXCLUDED.has_attachments ELSE emails.has_attachments END, "
+    "defects = CASE WHEN emails.unparsed THEN EXCLUDED.defects ELSE emails.defects END "
     "RETURNING id, account_id, encode(blob_sha256, 'hex')";
 
 static const char sql_locations[] =
@@ -57,7 +72,7 @@ static const char sql_attachments[] =
 
 mb_status mb_store_prepare(mb_db *db)
 {
-    mb_status s = mb_db_prepare(db, "store_emails", sql_emails, 16);
+    mb_status s = mb_db_prepare(db, "store_emails", sql_emails, 17);
     if (!s) s = mb_db_prepare(db, "store_locations", sql_locations, 6);
     if (!s) s = mb_db_prepare(db, "store_addresses", sql_addresses, 5);
     if (!s) s = mb_db_prepare(db, "store_attachments", sql_attachments, 9);
@@ -91,7 +106,7 @@ static mb_status add_strv(mb_pgarr *a, const mb_strv *v, mb_pgarr *tmp)
     return s ? s : mb_pgarr_add_str(a, mb_pgarr_cstr(tmp));
 }
 
-#define NCOLS 16
+#define NCOLS 17
 
 typedef struct {
     mb_rec_parsed *recs;   /* decoded, one per delivery (zeroed if bad) */
@@ -146,9 +161,10 @@ static mb_status write_emails(mb_db *db, batch *b)
         if (!s) s = add_text(&c[13], r->snippet);
         if (!s) s = mb_pgarr_add_bool(&c[14], r->attachments.n > 0);
         if (!s) s = add_strv(&c[15], &r->defects, &tmp);
+        if (!s) s = mb_pgarr_add_bool(&c[16], r->unparsed);
     }
     PGresult *res = NULL;
-    if (!s) s = exec_cols(db, "store_emails", c, 16, &res);
+    if (!s) s = exec_cols(db, "store_emails", c, 17, &res);
     cols_free(c, NCOLS);
     mb_pgarr_free(&tmp);
     if (s)

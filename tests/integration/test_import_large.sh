@@ -56,8 +56,8 @@ li_ok "30 MB message ($size bytes) stored byte-exact; its 23 MB attachment measu
 
 # Peak memory of every stage process, read before they stop.
 report=
-while read -r name _ _ pid; do
-  pid=${pid%)}
+while read -r name _ _ _ _ pid; do
+  pid=${pid%)}   # the worker, not its supervisor
   kb=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
   report+="$name ${kb} kB, "
   ((kb < LIMIT_KB)) || li_fail "$name peaked at $kb kB (limit $LIMIT_KB kB)"
