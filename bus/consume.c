@@ -470,6 +470,21 @@ static void clear_poison(loop_state *ls)
     mb_watch *w = mb_watch_get();
     if (!w)
         return;
+    /* The batch a dead worker had in hand (poison excepted) comes back now. */
+    int nr = atomic_load(&w->nreply), naked = 0;
+    for (int i = 0; i < nr && i < MB_WATCH_BATCH; i++) {
+        bool poison = false;
+        for (int k = 0; k < MB_WATCH_POISON && !poison; k++)
+            poison = atomic_load(&w->poison[k].state) == MB_POISON_PENDING &&
+                     w->poison[k].seq == w->reply_seq[i];
+        if (!poison && natsConnection_PublishString(ls->b->nc, w->reply[i], "-NAK") == NATS_OK)
+            naked++;
+    }
+    atomic_store(&w->nreply, 0);
+    if (naked) {
+        flush_acks(ls);
+        MB_INFO(NULL, NULL, "bus: nak'ed %d records the previous worker had in hand", naked);
+    }
     for (int i = 0; i < MB_WATCH_POISON; i++) {
         mb_watch_poison *p = &w->poison[i];
         if (atomic_load(&p->state) != MB_POISON_PENDING || strcmp(p->stream, ls->stream))
@@ -606,8 +621,10 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
             flush_acks(&ls);
             break;
         }
-        for (int k = 0; k < n; k++)
+        for (int k = 0; k < n; k++) {
             fill_delivery(&dels[k], msgs[k]);
+            mb_watch_batch_add(k, dels[k].stream_seq, natsMsg_GetReply(msgs[k]));
+        }
         mb_bus_begin_batch(dels, (size_t)n);
         fn(ctx, dels, (size_t)n);
         for (int k = 0; k < n; k++)

@@ -52,10 +52,20 @@ void mb_watch_progress(void)
         atomic_fetch_add(&s->gen, 1);
 }
 
+void mb_watch_batch_add(int i, uint64_t seq, const char *reply)
+{
+    if (!watch || i >= MB_WATCH_BATCH || !reply || strlen(reply) >= MB_WATCH_REPLY_MAX)
+        return;
+    watch->reply_seq[i] = seq;
+    memcpy(watch->reply[i], reply, strlen(reply) + 1);
+    atomic_store(&watch->nreply, i + 1);
+}
+
 void mb_watch_idle(void)
 {
     if (!watch)
         return;
+    atomic_store(&watch->nreply, 0);
     for (int i = 0; i < MB_WATCH_SLOTS; i++) {
         atomic_store(&watch->slot[i].seq, 0);
         atomic_fetch_add(&watch->slot[i].gen, 1);

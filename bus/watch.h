@@ -25,6 +25,8 @@
 #define MB_WATCH_POISON 16      /* poison entries waiting for the next worker */
 #define MB_WATCH_REASON_MAX 256
 #define MB_WATCH_STREAM_MAX 64
+#define MB_WATCH_BATCH 256      /* reply subjects of the batch in hand kept */
+#define MB_WATCH_REPLY_MAX 192
 
 typedef struct {
     _Atomic int tid;            /* owning thread (0: free) */
@@ -49,6 +51,12 @@ typedef struct {
     _Atomic int isolate;              /* take this many records one at a time */
     mb_watch_slot slot[MB_WATCH_SLOTS];
     mb_watch_poison poison[MB_WATCH_POISON];
+    /* The batch in hand: its records' ack subjects, so that the next worker
+     * can nak them at once after a death instead of leaving them to AckWait
+     * (or, redelivered, to the next BackOff step, minutes away). */
+    _Atomic int nreply;
+    uint64_t reply_seq[MB_WATCH_BATCH];
+    char reply[MB_WATCH_BATCH][MB_WATCH_REPLY_MAX];
 } mb_watch;
 
 /* Attach the shared block (the supervisor's); NULL detaches. */
@@ -62,5 +70,8 @@ void mb_watch_begin(uint64_t seq, uint64_t deliveries, int batch);
 void mb_watch_progress(void);
 /* Every thread is idle (the consume loop, after a batch). */
 void mb_watch_idle(void);
+/* The consume loop took a batch: remember record i's stream sequence and ack
+ * subject (called for i = 0, 1, ... before the handler runs). */
+void mb_watch_batch_add(int i, uint64_t seq, const char *reply);
 
 #endif

@@ -334,8 +334,8 @@ static mb_status int_text(const mb_json *v, bool *neg, uint64_t *mag)
 
 mb_status mb_json_u64(const mb_json *v, uint64_t *out)
 {
-    bool neg;
-    uint64_t m;
+    bool neg = false;
+    uint64_t m = 0;
     mb_status st = int_text(v, &neg, &m);
     if (st) return st;
     if (neg && m) return mb_errf(MB_ERR_INVALID, "expected unsigned integer, got %s", v->str);
@@ -345,8 +345,8 @@ mb_status mb_json_u64(const mb_json *v, uint64_t *out)
 
 mb_status mb_json_i64(const mb_json *v, int64_t *out)
 {
-    bool neg;
-    uint64_t m;
+    bool neg = false;
+    uint64_t m = 0;
     mb_status st = int_text(v, &neg, &m);
     if (st) return st;
     if (neg ? m > (uint64_t)INT64_MAX + 1 : m > (uint64_t)INT64_MAX)

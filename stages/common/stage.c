@@ -46,7 +46,10 @@ int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned n
                    "  --batch N   records handled per batch (default %d)\n\n"
                    "Environment (see `scripts/services env`): MAILBUS_NATS_URL, MAILBUS_PREFIX,\n"
                    "MAILBUS_PG_DSN, MAILBUS_BLOB_DIR, MAILBUS_SECRET_KEY_FILE,\n"
-                   "MAILBUS_CLAMD_SOCKET, MAILBUS_LOG_LEVEL. SIGTERM/SIGINT stop gracefully.\n",
+                   "MAILBUS_CLAMD_SOCKET, MAILBUS_LOG_LEVEL. SIGTERM/SIGINT stop gracefully.\n"
+                   "The process supervises a worker it restarts after a crash; a handler thread\n"
+                   "spending MAILBUS_WATCHDOG_MS of CPU (60000) on one record is killed and the\n"
+                   "record dead-lettered. MAILBUS_SUPERVISE=0 runs unsupervised.\n",
                    name, usage, default_batch);
             return 0;
         } else if (!strcmp(argv[i], "--batch") && i + 1 < argc) {

@@ -120,7 +120,7 @@ static void check_record_utf8(const mb_rec_parsed *r, const char *file)
 /* Parse one file fully and cross-check; returns the seconds it took. */
 static double sweep_one(const char *path)
 {
-    mapped m;
+    mapped m = {0};
     if (map_file(path, &m))
         fail_msg("cannot read %s", path);
     struct timespec t0, t1;
@@ -303,7 +303,7 @@ static void run_expect(const char *expect_path)
 {
     char msg[4096];
     snprintf(msg, sizeof msg, "%.*s", (int)(strlen(expect_path) - 7), expect_path);
-    mapped m;
+    mapped m = {0};
     if (map_file(msg, &m))
         fail_msg("%s: message %s missing", expect_path, msg);
     mb_rec_parsed r;
