@@ -460,17 +460,10 @@ static void unsubscribe(loop_state *ls, natsMsg **msgs, int batch)
     ls->sub = NULL;
 }
 
-/* Poison records the supervisor left for this stream: read each from the
- * stream, give up on it (settled on its job, dead-lettered) and delete it
- * from the stream, so that no copy of the stage is handed it again. One
- * already gone (another copy dealt with it) is just forgotten. A failure
- * leaves the entry for the next start. */
-static void clear_poison(loop_state *ls)
+/* The batch a dead worker had in hand (poison excepted) comes back now,
+ * not after AckWait or, for a redelivered record, the next BackOff step. */
+static void nak_dead_batch(loop_state *ls, mb_watch *w)
 {
-    mb_watch *w = mb_watch_get();
-    if (!w)
-        return;
-    /* The batch a dead worker had in hand (poison excepted) comes back now. */
     int nr = atomic_load(&w->nreply), naked = 0;
     for (int i = 0; i < nr && i < MB_WATCH_BATCH; i++) {
         bool poison = false;
@@ -485,6 +478,15 @@ static void clear_poison(loop_state *ls)
         flush_acks(ls);
         MB_INFO(NULL, NULL, "bus: nak'ed %d records the previous worker had in hand", naked);
     }
+}
+
+/* Poison records the supervisor left for this stream: read each from the
+ * stream, give up on it (settled on its job, dead-lettered) and delete it
+ * from the stream, so that no copy of the stage is handed it again. One
+ * already gone (another copy dealt with it) is just forgotten. A failure
+ * leaves the entry for the next start. */
+static void clear_poison(loop_state *ls, mb_watch *w)
+{
     for (int i = 0; i < MB_WATCH_POISON; i++) {
         mb_watch_poison *p = &w->poison[i];
         if (atomic_load(&p->state) != MB_POISON_PENDING || strcmp(p->stream, ls->stream))
@@ -581,9 +583,11 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
     MB_INFO(NULL, NULL, "bus: consuming %s > %s (batch %d, max_deliver %lld)", ls.stream,
             stage, batch, (long long)ls.max_deliver);
     mb_watch *w = mb_watch_get();
-    if (w)
-        snprintf(w->stream, sizeof w->stream, "%.*s", (int)sizeof w->stream - 1, ls.stream);
-    clear_poison(&ls);
+    if (w) {
+        snprintf(w->stream, sizeof w->stream, "%s", ls.stream);
+        nak_dead_batch(&ls, w);
+        clear_poison(&ls, w);
+    }
 
     int64_t idle_since = now_ms();
     int64_t last_err_log = 0;

@@ -24,7 +24,7 @@
 #define MB_WATCH_SLOTS 16       /* handler threads watched per process */
 #define MB_WATCH_POISON 16      /* poison entries waiting for the next worker */
 #define MB_WATCH_REASON_MAX 256
-#define MB_WATCH_STREAM_MAX 64
+#define MB_WATCH_STREAM_MAX 104    /* a stream name: prefix (64) + suffix */
 #define MB_WATCH_BATCH 256      /* reply subjects of the batch in hand kept */
 #define MB_WATCH_REPLY_MAX 192
 
