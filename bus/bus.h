@@ -209,5 +209,14 @@ typedef int (*mb_bus_dlq_fn)(void *ctx, uint64_t dlq_seq, const mb_rec_dead *rec
 
 /* Read the DLQ stream without consuming it (direct get). stage NULL: all. */
 mb_status mb_bus_dlq_list(mb_bus *b, const char *stage, mb_bus_dlq_fn fn, void *ctx);
+/* Dead letter dlq_seq to fn; MB_ERR_NOTFOUND if there is none. */
+mb_status mb_bus_dlq_get(mb_bus *b, uint64_t dlq_seq, mb_bus_dlq_fn fn, void *ctx);
+/* Publish dead letter dlq_seq again on its original subject with its
+ * original headers (and a Nats-Msg-Id of its own, so the duplicate window
+ * does not drop it), then remove it from the DLQ: its stage handles it as
+ * it would have the first time. */
+mb_status mb_bus_dlq_retry(mb_bus *b, uint64_t dlq_seq);
+/* Remove dead letter dlq_seq for good. */
+mb_status mb_bus_dlq_delete(mb_bus *b, uint64_t dlq_seq);
 
 #endif

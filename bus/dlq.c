@@ -1,8 +1,9 @@
-/* dlq.c — reading the dead letter queue without consuming it.
+/* dlq.c — the dead letter queue: listing it without consuming it, showing,
+ * retrying and deleting one dead letter.
  *
- * Uses direct get (the DLQ stream has AllowDirect) walking "next message at
- * or after sequence s on <p>.dlq.<stage or >>": no consumer is created, so
- * listing has no side effect on the stream or on other readers. */
+ * Listing uses direct get (the DLQ stream has AllowDirect) walking "next
+ * message at or after sequence s on <p>.dlq.<stage or >>": no consumer is
+ * created, so listing has no side effect on the stream or on other readers. */
 #include "bus/internal.h"
 
 #include "schemas/schema.h"
@@ -82,4 +83,112 @@ mb_status mb_bus_dlq_list(mb_bus *b, const char *stage, mb_bus_dlq_fn fn, void *
         seq = got + 1;
     }
     return MB_OK;
+}
+
+/* Dead letter dlq_seq of stream (decoded into *rec, caller frees). */
+static mb_status get_dead(mb_bus *b, const char *stream, uint64_t dlq_seq, mb_rec_dead *rec)
+{
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus s = js_GetMsg(&m, b->js, stream, dlq_seq, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSStreamNotFoundErr)
+        return mb_errf(MB_ERR_NOTFOUND, "dlq: no dead letter %llu in %s",
+                       (unsigned long long)dlq_seq, stream);
+    if (s != NATS_OK)
+        return mb_bus_nats_err(s, jerr, "dlq: get %s seq %llu", stream,
+                               (unsigned long long)dlq_seq);
+    mb_status rc = mb_rec_decode(&mb_type_dead, natsMsg_GetData(m),
+                                 (size_t)natsMsg_GetDataLength(m), rec);
+    natsMsg_Destroy(m);
+    if (rc != MB_OK)
+        return mb_err_wrap(rc, "dlq: %s seq %llu is not a dead/1 record", stream,
+                           (unsigned long long)dlq_seq);
+    return MB_OK;
+}
+
+mb_status mb_bus_dlq_get(mb_bus *b, uint64_t dlq_seq, mb_bus_dlq_fn fn, void *ctx)
+{
+    char stream[MB_BUS_PREFIX_MAX + 16];
+    mb_rec_dead rec;
+    mb_status rc = mb_bus_stream_name(b, "DLQ", stream, sizeof stream);
+    if (rc == MB_OK)
+        rc = get_dead(b, stream, dlq_seq, &rec);
+    if (rc != MB_OK)
+        return rc;
+    fn(ctx, dlq_seq, &rec);
+    mb_rec_free(&mb_type_dead, &rec);
+    return MB_OK;
+}
+
+mb_status mb_bus_dlq_delete(mb_bus *b, uint64_t dlq_seq)
+{
+    char stream[MB_BUS_PREFIX_MAX + 16];
+    mb_status rc = mb_bus_stream_name(b, "DLQ", stream, sizeof stream);
+    if (rc != MB_OK)
+        return rc;
+    jsErrCode jerr = 0;
+    natsStatus s = js_DeleteMsg(b->js, stream, dlq_seq, NULL, &jerr);
+    if (s == NATS_NOT_FOUND || jerr == JSSequenceNotFoundErr || jerr == JSNoMessageFoundErr)
+        return mb_errf(MB_ERR_NOTFOUND, "dlq: no dead letter %llu in %s",
+                       (unsigned long long)dlq_seq, stream);
+    if (s != NATS_OK)
+        return mb_bus_nats_err(s, jerr, "dlq: delete %s seq %llu", stream,
+                               (unsigned long long)dlq_seq);
+    return MB_OK;
+}
+
+mb_status mb_bus_dlq_retry(mb_bus *b, uint64_t dlq_seq)
+{
+    char stream[MB_BUS_PREFIX_MAX + 16], id[MB_BUS_REASON_MAX];
+    mb_rec_dead rec;
+    mb_status rc = mb_bus_stream_name(b, "DLQ", stream, sizeof stream);
+    if (rc == MB_OK)
+        rc = get_dead(b, stream, dlq_seq, &rec);
+    if (rc != MB_OK)
+        return rc;
+    natsMsg *m = NULL;
+    natsStatus s = rec.subject && *rec.subject
+                       ? natsMsg_Create(&m, rec.subject, NULL, (const char *)rec.data.p,
+                                        (int)rec.data.n)
+                       : NATS_INVALID_ARG;
+    if (s != NATS_OK) {
+        rc = s == NATS_INVALID_ARG
+                 ? mb_errf(MB_ERR_INVALID, "dlq: dead letter %llu has no original subject",
+                           (unsigned long long)dlq_seq)
+                 : mb_bus_nats_err(s, 0, "dlq: retry %llu", (unsigned long long)dlq_seq);
+        mb_rec_free(&mb_type_dead, &rec);
+        return rc;
+    }
+    /* The original headers, so the stage sees the record as it was; a new
+     * Nats-Msg-Id (the old one may still be in the duplicate window), the
+     * same for every retry of this dead letter. */
+    snprintf(id, sizeof id, "dlq-retry:%s:%llu", stream, (unsigned long long)dlq_seq);
+    for (size_t i = 0; i < rec.headers.n; i++) {
+        const char *line = rec.headers.v[i], *colon = strchr(line, ':');
+        if (!colon || colon == line)
+            continue;
+        char name[128];
+        size_t nl = (size_t)(colon - line);
+        if (nl >= sizeof name)
+            continue;
+        memcpy(name, line, nl);
+        name[nl] = '\0';
+        const char *v = colon + 1;
+        while (*v == ' ')
+            v++;
+        if (!strcmp(name, "Nats-Msg-Id"))
+            snprintf(id, sizeof id, "%.200s:retry:%llu", v, (unsigned long long)dlq_seq);
+        else if (strncmp(name, "Nats-", 5))
+            natsMsgHeader_Add(m, name, v);
+    }
+    natsMsgHeader_Set(m, "Nats-Msg-Id", id);
+    rc = mb_bus_publish_msg(b, m, NULL);
+    natsMsg_Destroy(m);
+    if (rc == MB_OK) {
+        MB_INFO(NULL, NULL, "dlq: dead letter %llu (%s) back on %s", (unsigned long long)dlq_seq,
+                rec.stage ? rec.stage : "?", rec.subject);
+        rc = mb_bus_dlq_delete(b, dlq_seq);
+    }
+    mb_rec_free(&mb_type_dead, &rec);
+    return rc;
 }

@@ -1,12 +1,15 @@
-/* cmd_dlq.c — `mailbus dlq list`: show the dead letter queue without
- * consuming it, as a table for people or JSON lines for scripts. */
+/* cmd_dlq.c — `mailbus dlq list|show|retry|purge`: the dead letter queue,
+ * listed without consuming it (a table for people, JSON lines for scripts),
+ * one dead letter shown, put back on its stage, or removed. */
 #include "cli/cli.h"
 
 #include "bus/bus.h"
 #include "schemas/schema.h"
 #include "util/buf.h"
+#include "util/env.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -14,9 +17,17 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: mailbus dlq list [--json] [--stage STAGE]\n"
+            "       mailbus dlq show ID [--json]\n"
+            "       mailbus dlq retry ID | --all [--stage STAGE]\n"
+            "       mailbus dlq purge [--older-than AGE] [--stage STAGE]\n"
             "\n"
-            "List dead letters (records that exhausted their deliveries or failed for good)\n"
-            "from the <PREFIX>_DLQ stream without removing them.\n"
+            "Dead letters are records that exhausted their deliveries, failed for good, or\n"
+            "stopped a stage's worker (poison); they wait in the <PREFIX>_DLQ stream.\n"
+            "  list    show them without removing them\n"
+            "  show    one of them, with its reason and original headers\n"
+            "  retry   put it (or every one) back on its stage with its original headers,\n"
+            "          and remove it from the DLQ; the stage handles it as the first time\n"
+            "  purge   remove them for good (only those older than AGE: 30s, 15m, 12h, 7d)\n"
             "\n"
             "  --json         one JSON object per line: the dead/1 record plus \"dlq_seq\"\n"
             "  --stage STAGE  only dead letters of this stage (fetch, parse, store, avscan)\n"
@@ -26,9 +37,47 @@ static void usage(FILE *f)
 
 typedef struct {
     bool json;
+    bool detail;        /* show: headers too */
     size_t count;
     mb_status err;
+    int64_t older_ms;   /* collect: only dead letters before this (unix ms); 0: all */
+    uint64_t *seqs;     /* collect: the matching sequences (owned) */
+    size_t nseqs;
 } list_ctx;
+
+/* Collects the sequences to retry or purge (acting while listing would
+ * shift what the listing walks). */
+static int collect(void *vctx, uint64_t dlq_seq, const mb_rec_dead *rec)
+{
+    list_ctx *c = vctx;
+    if (c->older_ms && rec->ts_ms >= c->older_ms)
+        return 0;
+    uint64_t *nv = realloc(c->seqs, (c->nseqs + 1) * sizeof *nv);
+    if (!nv) {
+        c->err = mb_errf(MB_ERR_NOMEM, "dlq: %zu sequences", c->nseqs + 1);
+        return 1;
+    }
+    c->seqs = nv;
+    c->seqs[c->nseqs++] = dlq_seq;
+    return 0;
+}
+
+/* "30s", "15m", "12h", "7d" or plain seconds, into ms. */
+static bool parse_age(const char *s, int64_t *ms)
+{
+    uint64_t n = 0;
+    size_t i = 0;
+    for (; s[i] >= '0' && s[i] <= '9' && n < 100000000; i++)
+        n = n * 10 + (uint64_t)(s[i] - '0');
+    if (!i)
+        return false;
+    int64_t unit = !s[i] || !strcmp(s + i, "s") ? 1000 : !strcmp(s + i, "m") ? 60000
+                   : !strcmp(s + i, "h") ? 3600000 : !strcmp(s + i, "d") ? 86400000 : 0;
+    if (!unit)
+        return false;
+    *ms = (int64_t)n * unit;
+    return true;
+}
 
 /* One table cell: at most width bytes, line breaks and tabs made spaces. */
 static void cell(const char *s, int width, bool last)
@@ -96,6 +145,10 @@ static int print_one(void *vctx, uint64_t dlq_seq, const mb_rec_dead *rec)
     cell(dc, 4, false);
     cell(rec->subject ? rec->subject : "-", 32, false);
     cell(rec->reason ? rec->reason : "-", 200, true);
+    for (size_t i = 0; c->detail && i < rec->headers.n; i++)
+        printf("    %s\n", rec->headers.v[i]);
+    if (c->detail)
+        printf("    (%zu bytes of %s record)\n", rec->data.n, rec->stage ? rec->stage : "?");
     return 0;
 }
 
@@ -105,30 +158,54 @@ int mb_cli_dlq(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+    const char *sub = argv[1];
+    if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
         usage(stdout);
         return 0;
     }
-    if (strcmp(argv[1], "list") != 0) {
-        fprintf(stderr, "mailbus dlq: unknown subcommand '%s'\n", argv[1]);
+    if (strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "retry") && strcmp(sub, "purge")) {
+        fprintf(stderr, "mailbus dlq: unknown subcommand '%s'\n", sub);
         usage(stderr);
         return 2;
     }
     list_ctx c = {0};
     const char *stage = NULL;
+    bool all = false;
+    uint64_t id = 0;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--json")) {
+        if (!strcmp(argv[i], "--json") && strcmp(sub, "retry") && strcmp(sub, "purge")) {
             c.json = true;
-        } else if (!strcmp(argv[i], "--stage") && i + 1 < argc) {
+        } else if (!strcmp(argv[i], "--stage") && i + 1 < argc && strcmp(sub, "show")) {
             stage = argv[++i];
+        } else if (!strcmp(argv[i], "--all") && !strcmp(sub, "retry")) {
+            all = true;
+        } else if (!strcmp(argv[i], "--older-than") && i + 1 < argc && !strcmp(sub, "purge")) {
+            int64_t age;
+            if (!parse_age(argv[++i], &age)) {
+                fprintf(stderr, "mailbus dlq purge: --older-than '%s': expected 30s, 15m, 12h or 7d\n",
+                        argv[i]);
+                return 2;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            c.older_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - age;
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
+        } else if (!id && (!strcmp(sub, "show") || !strcmp(sub, "retry")) &&
+                   mb_parse_u64(argv[i], UINT64_MAX, &id) == MB_OK && id > 0) {
+            continue;
         } else {
-            fprintf(stderr, "mailbus dlq list: unknown argument '%s'\n", argv[i]);
+            fprintf(stderr, "mailbus dlq %s: unknown argument '%s'\n", sub, argv[i]);
             usage(stderr);
             return 2;
         }
+    }
+    if ((!strcmp(sub, "show") && !id) || (!strcmp(sub, "retry") && !id == !all)) {
+        fprintf(stderr, "mailbus dlq %s: %s\n", sub,
+                !strcmp(sub, "show") ? "which dead letter? (an ID from `mailbus dlq list`)"
+                                     : "give one ID or --all");
+        return 2;
     }
 
     mb_bus_opts bo = {.name = "mailbus-cli-dlq"};
@@ -139,21 +216,42 @@ int mb_cli_dlq(int argc, char **argv)
         mb_bus_library_close();
         return 1;
     }
-    rc = mb_bus_dlq_list(bus, stage, print_one, &c);
-    if (rc == MB_ERR_NOTFOUND) {
-        /* Nothing provisioned yet means nothing dead yet. */
-        rc = MB_OK;
+    size_t done = 0;
+    if (!strcmp(sub, "list")) {
+        rc = mb_bus_dlq_list(bus, stage, print_one, &c);
+        if (rc == MB_ERR_NOTFOUND) /* nothing provisioned yet: nothing dead yet */
+            rc = MB_OK;
+    } else if (!strcmp(sub, "show")) {
+        c.detail = true;
+        rc = mb_bus_dlq_get(bus, id, print_one, &c);
+    } else {
+        if (id) {
+            rc = collect(&c, id, &(mb_rec_dead){0}) ? c.err : MB_OK;
+        } else {
+            rc = mb_bus_dlq_list(bus, stage, collect, &c);
+            if (rc == MB_ERR_NOTFOUND)
+                rc = MB_OK;
+        }
+        for (size_t i = 0; rc == MB_OK && c.err == MB_OK && i < c.nseqs; i++) {
+            rc = !strcmp(sub, "retry") ? mb_bus_dlq_retry(bus, c.seqs[i])
+                                       : mb_bus_dlq_delete(bus, c.seqs[i]);
+            done += rc == MB_OK;
+        }
     }
     if (rc == MB_OK && c.err != MB_OK)
         rc = c.err;
     int code = 0;
     if (rc != MB_OK) {
-        fprintf(stderr, "mailbus dlq: %s\n", mb_err_last());
-        code = 1;
-    } else if (c.count == 0 && !c.json) {
+        fprintf(stderr, "mailbus dlq %s: %s\n", sub, mb_err_last());
+        code = rc == MB_ERR_NOTFOUND ? 3 : 1;
+    } else if (!strcmp(sub, "list") && c.count == 0 && !c.json) {
         printf("no dead letters\n");
     }
+    if (!strcmp(sub, "retry") || !strcmp(sub, "purge"))
+        printf("%s %zu dead letter%s\n", !strcmp(sub, "retry") ? "retried" : "purged", done,
+               done == 1 ? "" : "s");
     fflush(stdout);
+    free(c.seqs);
     mb_bus_free(bus);
     mb_bus_library_close();
     return code;

@@ -58,10 +58,12 @@ static mb_status salvage(mb_rec_parsed *rec, const char *why)
     return MB_OK;
 }
 
-static void store_msg_id(const mb_rec_rawmsg *r, char *id, size_t cap)
+/* A raw-only record has an id of its own: a full parse of the same message
+ * later (a dead letter retried) must not be dropped as its duplicate. */
+static void store_msg_id(const mb_rec_parsed *r, char *id, size_t cap)
 {
-    snprintf(id, cap, "store-%" PRIu64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64, r->job, r->folder_id,
-             r->uidvalidity, r->uid);
+    snprintf(id, cap, "store-%" PRIu64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64 "%s", r->raw.job,
+             r->raw.folder_id, r->raw.uidvalidity, r->raw.uid, r->unparsed ? "-unparsed" : "");
 }
 
 /* Encode rec and publish it to store: async (collected by the batch's
@@ -71,7 +73,7 @@ static mb_status publish_store(parser *p, const mb_rec_parsed *rec, bool async)
     char js[24], as[24], subj[128], id[128];
     mb_status s = mb_bus_subjectf(p->st->bus, subj, sizeof subj, "store.%" PRIu64,
                                   rec->raw.account_id);
-    store_msg_id(&rec->raw, id, sizeof id);
+    store_msg_id(rec, id, sizeof id);
     mb_pub_headers h = {.msg_id = id, .schema = mb_type_parsed.schema,
                         .job = mb_u64s(js, rec->raw.job), .account = mb_u64s(as, rec->raw.account_id)};
     mb_buf_reset(&p->enc);
