@@ -236,6 +236,12 @@ void mb_bus_library_close(void)
 }
 
 const char *mb_bus_prefix(const mb_bus *b) { return b->prefix; }
+
+size_t mb_bus_max_payload(mb_bus *b)
+{
+    int64_t m = natsConnection_GetMaxPayload(b->nc);
+    return m > 0 ? (size_t)m : 1024 * 1024; /* nats-server's default */
+}
 void *mb_bus_js(mb_bus *b) { return b->js; }
 
 mb_status mb_bus_stream_name(const mb_bus *b, const char *suffix, char *out, size_t cap)

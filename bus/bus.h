@@ -53,6 +53,8 @@ void mb_bus_free(mb_bus *b);
 void mb_bus_library_close(void);
 
 const char *mb_bus_prefix(const mb_bus *b);      /* "mailbus" */
+/* The largest message the server takes (max_payload), headers included. */
+size_t mb_bus_max_payload(mb_bus *b);
 /* Stream name for a suffix: "FETCH" -> "MAILBUS_FETCH". Returns MB_ERR_TOOBIG
  * if cap is too small. */
 mb_status mb_bus_stream_name(const mb_bus *b, const char *suffix, char *out, size_t cap);

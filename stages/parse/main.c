@@ -24,6 +24,7 @@ typedef struct {
     mb_stage *st;
     mb_buf enc;
     int64_t budget_ms;       /* CPU per message (MAILBUS_PARSE_BUDGET_MS) */
+    size_t max_record;       /* bytes of one store record (MAILBUS_MAX_RECORD_BYTES) */
     const char *fault_spin;  /* tests: spin forever on a message holding this */
     const char *fault_crash; /* tests: abort on a message holding this */
 } parser;
@@ -66,18 +67,69 @@ static void store_msg_id(const mb_rec_parsed *r, char *id, size_t cap)
              r->raw.folder_id, r->raw.uidvalidity, r->raw.uid, r->unparsed ? "-unparsed" : "");
 }
 
+/* Room for a record on the bus: MAILBUS_MAX_RECORD_BYTES, and never more
+ * than the server's max_payload less what the headers may take. */
+#define HEADER_ROOM 1024
+
+/* Encode rec into p->enc so that it fits on the bus. A record too large
+ * (thousands of parts with long file names) keeps the first half of its
+ * attachments, then a quarter, ... with a defect saying so; without
+ * attachments and still too large (huge address lists), it becomes a
+ * raw-only record. Bad input costs detail, never the message. */
+static mb_status encode_fitting(parser *p, mb_rec_parsed *rec)
+{
+    size_t max = mb_bus_max_payload(p->st->bus) - HEADER_ROOM, all = rec->attachments.n;
+    if (max > p->max_record)
+        max = p->max_record;
+    char why[256], js[24], as[24];
+    for (;;) {
+        mb_buf_reset(&p->enc);
+        mb_status s = mb_rec_encode(&mb_type_parsed, rec, &p->enc);
+        if (s || p->enc.len <= max)
+            return s;
+        if (rec->attachments.n > 1) {
+            if (rec->attachments.n == all) {
+                snprintf(why, sizeof why, "parsed record of %zu bytes exceeds the bus limit "
+                         "of %zu: only the first of %zu attachments recorded", p->enc.len, max,
+                         all);
+                char **nv = realloc(rec->defects.v, (rec->defects.n + 1) * sizeof *nv);
+                if (!nv || !(nv[rec->defects.n] = mb_strdup(why))) {
+                    if (nv)
+                        rec->defects.v = nv;
+                    return mb_errf(MB_ERR_NOMEM, "defect");
+                }
+                rec->defects.v = nv;
+                rec->defects.n++;
+                MB_WARN(mb_u64s(js, rec->raw.job), mb_u64s(as, rec->raw.account_id),
+                        "uid %" PRIu64 ": %s", rec->raw.uid, why);
+            }
+            size_t keep = rec->attachments.n / 2;
+            for (size_t i = keep; i < rec->attachments.n; i++)
+                mb_rec_free(&mb_type_attachment, &rec->attachments.v[i]);
+            rec->attachments.n = keep;
+            continue;
+        }
+        snprintf(why, sizeof why, "parsed record of %zu bytes exceeds the bus limit of %zu: "
+                 "stored raw", p->enc.len, max);
+        MB_WARN(mb_u64s(js, rec->raw.job), mb_u64s(as, rec->raw.account_id),
+                "uid %" PRIu64 ": %s", rec->raw.uid, why);
+        if ((s = salvage(rec, why)))
+            return s;
+        all = 0;
+    }
+}
+
 /* Encode rec and publish it to store: async (collected by the batch's
  * flush) or, for a record given up on outside a batch, synchronously. */
-static mb_status publish_store(parser *p, const mb_rec_parsed *rec, bool async)
+static mb_status publish_store(parser *p, mb_rec_parsed *rec, bool async)
 {
     char js[24], as[24], subj[128], id[128];
     mb_status s = mb_bus_subjectf(p->st->bus, subj, sizeof subj, "store.%" PRIu64,
                                   rec->raw.account_id);
+    if (!s) s = encode_fitting(p, rec); /* may make it raw-only: id after */
     store_msg_id(rec, id, sizeof id);
     mb_pub_headers h = {.msg_id = id, .schema = mb_type_parsed.schema,
                         .job = mb_u64s(js, rec->raw.job), .account = mb_u64s(as, rec->raw.account_id)};
-    mb_buf_reset(&p->enc);
-    if (!s) s = mb_rec_encode(&mb_type_parsed, rec, &p->enc);
     if (!s && async) s = mb_bus_publish_async(p->st->bus, subj, p->enc.data, p->enc.len, &h);
     if (!s && !async) s = mb_bus_publish(p->st->bus, subj, p->enc.data, p->enc.len, &h);
     return s;
@@ -232,9 +284,11 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     parser p = {.st = &st};
-    long budget;
+    long budget = 0, max_record = 0;
     mb_status s = mb_env_int("MAILBUS_PARSE_BUDGET_MS", 10000, 10, 3600000, &budget);
+    if (!s) s = mb_env_int("MAILBUS_MAX_RECORD_BYTES", 1 << 20, 64 << 10, 64 << 20, &max_record);
     p.budget_ms = budget;
+    p.max_record = (size_t)max_record;
     const char *spin = mb_env("MAILBUS_FAULT_PARSE_SPIN", ""), *crash = mb_env("MAILBUS_FAULT_PARSE_CRASH", "");
     p.fault_spin = *spin ? spin : NULL;
     p.fault_crash = *crash ? crash : NULL;
