@@ -1,4 +1,4 @@
-/* test_util.c — mb_buf, error text, number parsing. */
+/* test_util.c — mb_buf, error text, number parsing, log line escaping. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -7,7 +7,11 @@
 
 #include "util/buf.h"
 #include "util/env.h"
+#include "util/log.h"
 #include "util/utf8.h"
+
+#include <stdlib.h>
+#include <unistd.h>
 
 static void test_buf_grow_and_json(void **state)
 {
@@ -63,12 +67,38 @@ static void test_utf8(void **state)
     mb_buf_free(&out);
 }
 
+/* A log line quoting hostile bytes stays one line with no control byte. */
+static void test_log_escapes(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/mb-test-log.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    dup2(fd, STDERR_FILENO);
+    mb_log_init("test");
+    MB_WARN("j\x1b" "1", "acct\n2", "Subject '%s' end", "\x1b[2J\x07" "bell\r\nFAKE ERROR line\x7f");
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[4096];
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    assert_non_null(strstr(buf, "job=j\\x1b1 account=acct 2 Subject '\\x1b[2J\\x07bell  FAKE ERROR line\\x7f' end\n"));
+    for (ssize_t i = 0; i < n - 1; i++)
+        assert_true((unsigned char)buf[i] >= 0x20 && buf[i] != 0x7f);
+    assert_int_equal(buf[n - 1], '\n');
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_grow_and_json),
         cmocka_unit_test(test_errors_name_input),
         cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_log_escapes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
