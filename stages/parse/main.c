@@ -109,13 +109,15 @@ static mb_status encode_fitting(parser *p, mb_rec_parsed *rec)
             rec->attachments.n = keep;
             continue;
         }
+        if (rec->unparsed) /* raw-only and still too large: nothing left to drop */
+            return mb_errf(MB_ERR_TOOBIG, "uid %" PRIu64 ": a raw-only record of %zu bytes "
+                           "exceeds the bus limit of %zu", rec->raw.uid, p->enc.len, max);
         snprintf(why, sizeof why, "parsed record of %zu bytes exceeds the bus limit of %zu: "
                  "stored raw", p->enc.len, max);
         MB_WARN(mb_u64s(js, rec->raw.job), mb_u64s(as, rec->raw.account_id),
                 "uid %" PRIu64 ": %s", rec->raw.uid, why);
         if ((s = salvage(rec, why)))
             return s;
-        all = 0;
     }
 }
 
