@@ -85,19 +85,31 @@ mb_status mb_bus_dlq_list(mb_bus *b, const char *stage, mb_bus_dlq_fn fn, void *
     return MB_OK;
 }
 
+/* The outcome of a JetStream call on one dead letter: MB_ERR_NOTFOUND when
+ * there is no such dead letter, else the error, naming what was done. */
+static mb_status seq_result(natsStatus s, jsErrCode jerr, const char *what, const char *stream,
+                            uint64_t dlq_seq)
+{
+    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSStreamNotFoundErr ||
+        jerr == JSSequenceNotFoundErr)
+        return mb_errf(MB_ERR_NOTFOUND, "dlq: no dead letter %llu in %s",
+                       (unsigned long long)dlq_seq, stream);
+    if (s != NATS_OK)
+        return mb_bus_nats_err(s, jerr, "dlq: %s %s seq %llu", what, stream,
+                               (unsigned long long)dlq_seq);
+    return MB_OK;
+}
+
 /* Dead letter dlq_seq of stream (decoded into *rec, caller frees). */
 static mb_status get_dead(mb_bus *b, const char *stream, uint64_t dlq_seq, mb_rec_dead *rec)
 {
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_GetMsg(&m, b->js, stream, dlq_seq, NULL, &jerr);
-    if (s == NATS_NOT_FOUND || jerr == JSNoMessageFoundErr || jerr == JSStreamNotFoundErr)
-        return mb_errf(MB_ERR_NOTFOUND, "dlq: no dead letter %llu in %s",
-                       (unsigned long long)dlq_seq, stream);
-    if (s != NATS_OK)
-        return mb_bus_nats_err(s, jerr, "dlq: get %s seq %llu", stream,
-                               (unsigned long long)dlq_seq);
-    mb_status rc = mb_rec_decode(&mb_type_dead, natsMsg_GetData(m),
+    mb_status rc = seq_result(s, jerr, "get", stream, dlq_seq);
+    if (rc != MB_OK)
+        return rc;
+    rc = mb_rec_decode(&mb_type_dead, natsMsg_GetData(m),
                                  (size_t)natsMsg_GetDataLength(m), rec);
     natsMsg_Destroy(m);
     if (rc != MB_OK)
@@ -128,13 +140,7 @@ mb_status mb_bus_dlq_delete(mb_bus *b, uint64_t dlq_seq)
         return rc;
     jsErrCode jerr = 0;
     natsStatus s = js_DeleteMsg(b->js, stream, dlq_seq, NULL, &jerr);
-    if (s == NATS_NOT_FOUND || jerr == JSSequenceNotFoundErr || jerr == JSNoMessageFoundErr)
-        return mb_errf(MB_ERR_NOTFOUND, "dlq: no dead letter %llu in %s",
-                       (unsigned long long)dlq_seq, stream);
-    if (s != NATS_OK)
-        return mb_bus_nats_err(s, jerr, "dlq: delete %s seq %llu", stream,
-                               (unsigned long long)dlq_seq);
-    return MB_OK;
+    return seq_result(s, jerr, "delete", stream, dlq_seq);
 }
 
 mb_status mb_bus_dlq_retry(mb_bus *b, uint64_t dlq_seq)

@@ -32,6 +32,7 @@ static void usage(FILE *f)
             "  --json         one JSON object per line: the dead/1 record plus \"dlq_seq\"\n"
             "  --stage STAGE  only dead letters of this stage (fetch, parse, store, avscan)\n"
             "\n"
+            "Exit status: 0 done, 1 error, 2 usage, 3 no such dead letter.\n"
             "Environment: MAILBUS_NATS_URL, MAILBUS_PREFIX.\n");
 }
 
