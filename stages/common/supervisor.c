@@ -119,23 +119,29 @@ static void add_poison(const char *stage, mb_watch *w, const mb_watch_slot *s,
              (unsigned long long)seq, reason);
 }
 
-/* After a worker died: poison the record each watched thread had alone in
- * hand; if one was in batch-level work, isolate records for a while. */
+/* After a worker died: poison the record that did it — the stuck thread's,
+ * or after a crash the one record in hand. A crash with several records in
+ * hand (threads, or batch-level work) names none: the next worker takes
+ * records one at a time for a while, so that a second crash does. */
 static void blame(const char *stage, mb_watch *w, const char *how, int stuck)
 {
     char reason[MB_WATCH_REASON_MAX];
+    int busy = 0;
+    for (int i = 0; i < MB_WATCH_SLOTS; i++)
+        busy += atomic_load(&w->slot[i].tid) && atomic_load(&w->slot[i].seq);
     for (int i = 0; i < MB_WATCH_SLOTS; i++) {
         mb_watch_slot *s = &w->slot[i];
         if (!atomic_load(&s->tid) || !atomic_load(&s->seq) || (stuck >= 0 && i != stuck))
             continue;
-        int batch = atomic_load(&s->batch);
+        int batch = stuck < 0 && busy > 1 ? 2 * MB_WATCH_SLOTS : atomic_load(&s->batch);
         if (batch <= 1) {
             snprintf(reason, sizeof reason, "%s while handling this record", how);
             add_poison(stage, w, s, reason);
         } else {
-            MB_WARN(NULL, NULL, "supervisor: %s during a batch of %d; the next worker takes "
-                    "records one at a time", how, batch);
+            MB_WARN(NULL, NULL, "supervisor: %s with %d records in hand; the next worker "
+                    "takes records one at a time", how, busy > 1 ? busy : batch);
             atomic_store(&w->isolate, 2 * batch);
+            break;
         }
     }
     for (int i = 0; i < MB_WATCH_SLOTS; i++) {
