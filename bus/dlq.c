@@ -100,13 +100,17 @@ static mb_status seq_result(natsStatus s, jsErrCode jerr, const char *what, cons
     return MB_OK;
 }
 
-/* Dead letter dlq_seq of stream (decoded into *rec, caller frees). */
-static mb_status get_dead(mb_bus *b, const char *stream, uint64_t dlq_seq, mb_rec_dead *rec)
+/* Dead letter dlq_seq (decoded into *rec, caller frees) and the DLQ stream's
+ * name (stream, room for MB_BUS_PREFIX_MAX + 16). */
+static mb_status get_dead(mb_bus *b, uint64_t dlq_seq, char *stream, mb_rec_dead *rec)
 {
+    mb_status rc = mb_bus_stream_name(b, "DLQ", stream, MB_BUS_PREFIX_MAX + 16);
+    if (rc != MB_OK)
+        return rc;
     natsMsg *m = NULL;
     jsErrCode jerr = 0;
     natsStatus s = js_GetMsg(&m, b->js, stream, dlq_seq, NULL, &jerr);
-    mb_status rc = seq_result(s, jerr, "get", stream, dlq_seq);
+    rc = seq_result(s, jerr, "get", stream, dlq_seq);
     if (rc != MB_OK)
         return rc;
     rc = mb_rec_decode(&mb_type_dead, natsMsg_GetData(m),
@@ -122,9 +126,7 @@ mb_status mb_bus_dlq_get(mb_bus *b, uint64_t dlq_seq, mb_bus_dlq_fn fn, void *ct
 {
     char stream[MB_BUS_PREFIX_MAX + 16];
     mb_rec_dead rec;
-    mb_status rc = mb_bus_stream_name(b, "DLQ", stream, sizeof stream);
-    if (rc == MB_OK)
-        rc = get_dead(b, stream, dlq_seq, &rec);
+    mb_status rc = get_dead(b, dlq_seq, stream, &rec);
     if (rc != MB_OK)
         return rc;
     fn(ctx, dlq_seq, &rec);
@@ -147,9 +149,7 @@ mb_status mb_bus_dlq_retry(mb_bus *b, uint64_t dlq_seq)
 {
     char stream[MB_BUS_PREFIX_MAX + 16], id[MB_BUS_REASON_MAX];
     mb_rec_dead rec;
-    mb_status rc = mb_bus_stream_name(b, "DLQ", stream, sizeof stream);
-    if (rc == MB_OK)
-        rc = get_dead(b, stream, dlq_seq, &rec);
+    mb_status rc = get_dead(b, dlq_seq, stream, &rec);
     if (rc != MB_OK)
         return rc;
     natsMsg *m = NULL;
