@@ -318,9 +318,7 @@ static void give_up(void *ctx, const mb_bus_delivery *d, const char *reason)
     avscan *av = ctx;
     mb_rec_avscan r = {0};
     if (mb_rec_decode(&mb_type_avscan, d->data, d->len, &r) || !r.sha256) {
-        MB_ERROR(mb_bus_delivery_header(d, "Mailbus-Job"), mb_bus_delivery_header(d, "Mailbus-Account"),
-                 "avscan record seq %" PRIu64 " is undecodable, nothing to settle: %s",
-                 d->stream_seq, reason);
+        mb_stage_undecodable(d, "avscan", reason);
         mb_rec_free(&mb_type_avscan, &r);
         return;
     }

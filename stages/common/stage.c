@@ -153,3 +153,22 @@ mb_status mb_stage_event(mb_bus *bus, const char *stage, const char *kind, mb_re
     mb_buf_free(&b);
     return s;
 }
+
+void mb_stage_undecodable(const mb_bus_delivery *d, const char *what, const char *reason)
+{
+    MB_ERROR(mb_bus_delivery_header(d, "Mailbus-Job"), mb_bus_delivery_header(d, "Mailbus-Account"),
+             "%s record seq %" PRIu64 " is undecodable, nothing to settle: %s", what,
+             d->stream_seq, reason);
+}
+
+void mb_stage_settle(mb_stage *st, const mb_rec_rawmsg *raw, int bit, const char *stage,
+                     const char *reason, const char *how)
+{
+    char why[600], js[24], as[24];
+    snprintf(why, sizeof why, "uid %" PRIu64 " (blob %.12s): %s", raw->uid,
+             raw->sha256 ? raw->sha256 : "?", reason);
+    MB_WARN(mb_u64s(js, raw->job), mb_u64s(as, raw->account_id), "gave up on %s; %s", why, how);
+    mb_job_problem(st->db, raw->job, raw->account_id, stage, why);
+    if (mb_job_mark(st->db, raw->job, bit, &raw->folder_id, &raw->uid, 1))
+        MB_ERROR(js, as, "settling uid %" PRIu64 ": %s", raw->uid, mb_err_last());
+}

@@ -45,6 +45,15 @@ mb_status mb_stage_provision_opts(mb_bus_provision_opts *o);
 /* Publish ev (filling kind, stage, ts) on <p>.events.<job>.<kind>. */
 mb_status mb_stage_event(mb_bus *bus, const char *stage, const char *kind, mb_rec_event *ev);
 
+/* For give-up hooks (bus.h). A record that does not decode names no
+ * message to settle: log that, with its job and account headers. */
+void mb_stage_undecodable(const mb_bus_delivery *d, const char *what, const char *reason);
+/* The message of raw is given up on: the reason goes to the log and on the
+ * job (as a problem of `stage`), and bit is set on it (MB_JOB_FAILED, or
+ * MB_JOB_PARSED when it was passed on raw-only). how ends the log line. */
+void mb_stage_settle(mb_stage *st, const mb_rec_rawmsg *raw, int bit, const char *stage,
+                     const char *reason, const char *how);
+
 /* Format a decimal into a caller buffer (for header values). */
 const char *mb_u64s(char out[24], uint64_t v);
 

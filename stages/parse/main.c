@@ -208,25 +208,19 @@ static void give_up(void *ctx, const mb_bus_delivery *d, const char *reason)
 {
     parser *p = ctx;
     mb_rec_parsed rec = {0};
-    if (mb_rec_decode(&mb_type_rawmsg, d->data, d->len, &rec.raw)) {
-        MB_ERROR(mb_bus_delivery_header(d, "Mailbus-Job"), mb_bus_delivery_header(d, "Mailbus-Account"),
-                 "parse record seq %" PRIu64 " is undecodable, no message to settle: %s",
-                 d->stream_seq, reason);
+    if (mb_rec_decode(&mb_type_rawmsg, d->data, d->len, &rec.raw) || !rec.raw.sha256) {
+        mb_stage_undecodable(d, "parse", reason);
+        mb_rec_free(&mb_type_parsed, &rec);
         return;
     }
-    char why[600], js[24], as[24];
-    snprintf(why, sizeof why, "uid %" PRIu64 " (blob %.12s): %s", rec.raw.uid, rec.raw.sha256,
-             reason);
+    mb_rec_rawmsg raw = rec.raw; /* salvage keeps raw; copied for the settle below */
     bool have = false;
-    mb_status s = mb_blob_exists(p->st->blobs, rec.raw.sha256, &have);
     int bit = MB_JOB_FAILED;
-    if (!s && have && !(s = salvage(&rec, why)) && !(s = publish_store(p, &rec, false)))
+    if (!mb_blob_exists(p->st->blobs, rec.raw.sha256, &have) && have &&
+        !salvage(&rec, reason) && !publish_store(p, &rec, false))
         bit = MB_JOB_PARSED;
-    MB_WARN(mb_u64s(js, rec.raw.job), mb_u64s(as, rec.raw.account_id), "gave up on %s%s", why,
-            bit == MB_JOB_PARSED ? "; stored raw, unparsed" : "; marked failed");
-    mb_job_problem(p->st->db, rec.raw.job, rec.raw.account_id, "parse", why);
-    if ((s = mb_job_mark(p->st->db, rec.raw.job, bit, &rec.raw.folder_id, &rec.raw.uid, 1)))
-        MB_ERROR(js, as, "settling uid %" PRIu64 ": %s", rec.raw.uid, mb_err_last());
+    mb_stage_settle(p->st, &raw, bit, "parse", reason,
+                    bit == MB_JOB_PARSED ? "stored raw, unparsed" : "marked failed");
     mb_rec_free(&mb_type_parsed, &rec);
 }
 

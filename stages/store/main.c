@@ -3,10 +3,6 @@
 
 #include "schemas/schema.h"
 #include "stages/common/job.h"
-#include "util/log.h"
-
-#include <inttypes.h>
-#include <stdio.h>
 
 static const char usage[] =
     "Consumes store/1 records and upserts them in batches (one transaction per\n"
@@ -19,21 +15,13 @@ static const char usage[] =
  * deliveries marks its message failed, with the reason on the job. */
 static void give_up(void *ctx, const mb_bus_delivery *d, const char *reason)
 {
-    mb_stage *st = ctx;
     mb_rec_parsed r = {0};
     if (mb_rec_decode(&mb_type_parsed, d->data, d->len, &r)) {
-        MB_ERROR(mb_bus_delivery_header(d, "Mailbus-Job"), mb_bus_delivery_header(d, "Mailbus-Account"),
-                 "store record seq %" PRIu64 " is undecodable, no message to settle: %s",
-                 d->stream_seq, reason);
+        mb_stage_undecodable(d, "store", reason);
+        mb_rec_free(&mb_type_parsed, &r);
         return;
     }
-    char why[600], js[24], as[24];
-    snprintf(why, sizeof why, "uid %" PRIu64 " (blob %.12s): %s", r.raw.uid,
-             r.raw.sha256 ? r.raw.sha256 : "?", reason);
-    MB_WARN(mb_u64s(js, r.raw.job), mb_u64s(as, r.raw.account_id), "gave up on %s", why);
-    mb_job_problem(st->db, r.raw.job, r.raw.account_id, "store", why);
-    if (mb_job_mark(st->db, r.raw.job, MB_JOB_FAILED, &r.raw.folder_id, &r.raw.uid, 1))
-        MB_ERROR(js, as, "settling uid %" PRIu64 ": %s", r.raw.uid, mb_err_last());
+    mb_stage_settle(ctx, &r.raw, MB_JOB_FAILED, "store", reason, "marked failed");
     mb_rec_free(&mb_type_parsed, &r);
 }
 
