@@ -1,16 +1,22 @@
 /* dlq.c — the dead letter queue: listing it without consuming it, showing,
- * retrying and deleting one dead letter.
+ * retrying and deleting one dead letter, retrying or purging a selection,
+ * and a dead letter as JSON. `mailbus dlq` (cli/cmd_dlq.c) and the scan
+ * stage's <p>.cmd.dlq.* commands (stages/scan/dlq_commands.c) are both thin
+ * front ends on these functions.
  *
  * Listing uses direct get (the DLQ stream has AllowDirect) walking "next
  * message at or after sequence s on <p>.dlq.<stage or >>": no consumer is
  * created, so listing has no side effect on the stream or on other readers. */
+#include "bus/dlq.h"
 #include "bus/internal.h"
 
 #include "schemas/schema.h"
 #include "util/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 mb_status mb_bus_dlq_list(mb_bus *b, const char *stage, mb_bus_dlq_fn fn, void *ctx)
 {
@@ -196,5 +202,90 @@ mb_status mb_bus_dlq_retry(mb_bus *b, uint64_t dlq_seq)
         rc = mb_bus_dlq_delete(b, dlq_seq);
     }
     mb_rec_free(&mb_type_dead, &rec);
+    return rc;
+}
+
+mb_status mb_bus_dlq_cutoff(const char *age, int64_t *before_ms)
+{
+    *before_ms = 0;
+    if (!age || !*age)
+        return MB_OK;
+    uint64_t n = 0;
+    size_t i = 0;
+    for (; age[i] >= '0' && age[i] <= '9' && n < 100000000; i++)
+        n = n * 10 + (uint64_t)(age[i] - '0');
+    const char *u = age + i;
+    int64_t unit = !*u || !strcmp(u, "s") ? 1000 : !strcmp(u, "m") ? 60000
+                   : !strcmp(u, "h") ? 3600000 : !strcmp(u, "d") ? 86400000 : 0;
+    if (!i || !unit)
+        return mb_errf(MB_ERR_INVALID, "dlq: age '%s': expected 30s, 15m, 12h or 7d", age);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    *before_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)n * unit;
+    return MB_OK;
+}
+
+typedef struct {
+    int64_t before_ms;
+    uint64_t *seqs; /* owned */
+    size_t n;
+    mb_status err;
+} selection;
+
+static int select_one(void *vctx, uint64_t dlq_seq, const mb_rec_dead *rec)
+{
+    selection *sel = vctx;
+    if (sel->before_ms && rec->ts_ms >= sel->before_ms)
+        return 0;
+    uint64_t *nv = realloc(sel->seqs, (sel->n + 1) * sizeof *nv);
+    if (!nv) {
+        sel->err = mb_errf(MB_ERR_NOMEM, "dlq: %zu sequences", sel->n + 1);
+        return 1;
+    }
+    sel->seqs = nv;
+    sel->seqs[sel->n++] = dlq_seq;
+    return 0;
+}
+
+mb_status mb_bus_dlq_each(mb_bus *b, mb_bus_dlq_action action, const char *stage,
+                          int64_t before_ms, size_t *done)
+{
+    *done = 0;
+    /* Collect first, then act: acting while listing would shift the walk. */
+    selection sel = {.before_ms = before_ms};
+    mb_status rc = mb_bus_dlq_list(b, stage, select_one, &sel);
+    if (rc == MB_ERR_NOTFOUND) /* nothing provisioned yet: nothing dead yet */
+        rc = MB_OK;
+    if (rc == MB_OK)
+        rc = sel.err;
+    for (size_t i = 0; rc == MB_OK && i < sel.n; i++) {
+        rc = action == MB_BUS_DLQ_RETRY ? mb_bus_dlq_retry(b, sel.seqs[i])
+                                        : mb_bus_dlq_delete(b, sel.seqs[i]);
+        if (rc == MB_OK)
+            (*done)++;
+        else
+            rc = mb_err_wrap(rc, "dlq: %s stopped after %zu of %zu",
+                             action == MB_BUS_DLQ_RETRY ? "retry" : "purge", *done, sel.n);
+    }
+    free(sel.seqs);
+    return rc;
+}
+
+mb_status mb_bus_dlq_json(uint64_t dlq_seq, const mb_rec_dead *rec, bool with_data, mb_buf *out)
+{
+    /* The dead/1 record's own JSON, after the DLQ sequence and payload size. */
+    mb_rec_dead shown = *rec;
+    if (!with_data)
+        shown.data = (mb_bytes){0};
+    mb_buf rec_json = MB_BUF_INIT;
+    mb_status rc = mb_rec_to_json(&mb_type_dead, &shown, &rec_json);
+    if (rc == MB_OK && (rec_json.len < 2 || rec_json.data[0] != '{'))
+        rc = mb_errf(MB_ERR_INTERNAL, "dlq: dead letter %llu: unexpected JSON",
+                     (unsigned long long)dlq_seq);
+    if (rc == MB_OK)
+        rc = mb_buf_printf(out, "{\"dlq_seq\":%llu,\"data_bytes\":%zu%s%s",
+                           (unsigned long long)dlq_seq, rec->data.n,
+                           rec_json.data[1] == '}' ? "" : ",", rec_json.data + 1);
+    mb_buf_free(&rec_json);
     return rc;
 }

@@ -3,13 +3,12 @@
  * one dead letter shown, put back on its stage, or removed. */
 #include "cli/cli.h"
 
-#include "bus/bus.h"
+#include "bus/dlq.h"
 #include "schemas/schema.h"
 #include "util/buf.h"
 #include "util/env.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -41,44 +40,7 @@ typedef struct {
     bool detail;        /* show: headers too */
     size_t count;
     mb_status err;
-    int64_t older_ms;   /* collect: only dead letters before this (unix ms); 0: all */
-    uint64_t *seqs;     /* collect: the matching sequences (owned) */
-    size_t nseqs;
 } list_ctx;
-
-/* Collects the sequences to retry or purge (acting while listing would
- * shift what the listing walks). */
-static int collect(void *vctx, uint64_t dlq_seq, const mb_rec_dead *rec)
-{
-    list_ctx *c = vctx;
-    if (c->older_ms && rec->ts_ms >= c->older_ms)
-        return 0;
-    uint64_t *nv = realloc(c->seqs, (c->nseqs + 1) * sizeof *nv);
-    if (!nv) {
-        c->err = mb_errf(MB_ERR_NOMEM, "dlq: %zu sequences", c->nseqs + 1);
-        return 1;
-    }
-    c->seqs = nv;
-    c->seqs[c->nseqs++] = dlq_seq;
-    return 0;
-}
-
-/* "30s", "15m", "12h", "7d" or plain seconds, into ms. */
-static bool parse_age(const char *s, int64_t *ms)
-{
-    uint64_t n = 0;
-    size_t i = 0;
-    for (; s[i] >= '0' && s[i] <= '9' && n < 100000000; i++)
-        n = n * 10 + (uint64_t)(s[i] - '0');
-    if (!i)
-        return false;
-    int64_t unit = !s[i] || !strcmp(s + i, "s") ? 1000 : !strcmp(s + i, "m") ? 60000
-                   : !strcmp(s + i, "h") ? 3600000 : !strcmp(s + i, "d") ? 86400000 : 0;
-    if (!unit)
-        return false;
-    *ms = (int64_t)n * unit;
-    return true;
-}
 
 /* One table cell: at most width bytes, line breaks and tabs made spaces. */
 static void cell(const char *s, int width, bool last)
@@ -109,24 +71,12 @@ static int print_one(void *vctx, uint64_t dlq_seq, const mb_rec_dead *rec)
     list_ctx *c = vctx;
     c->count++;
     if (c->json) {
-        /* The dead/1 record's own JSON with the DLQ sequence added first. */
-        mb_buf rec_json = MB_BUF_INIT, out = MB_BUF_INIT;
-        mb_status rc = mb_rec_to_json(&mb_type_dead, rec, &rec_json);
-        if (rc == MB_OK && (rec_json.len < 2 || rec_json.data[0] != '{'))
-            rc = mb_errf(MB_ERR_INTERNAL, "dead letter %llu: unexpected JSON",
-                         (unsigned long long)dlq_seq);
-        if (rc == MB_OK)
-            rc = mb_buf_printf(&out, "{\"dlq_seq\":%llu%s%s", (unsigned long long)dlq_seq,
-                               rec_json.data[1] == '}' ? "" : ",", rec_json.data + 1);
-        mb_buf_free(&rec_json);
-        if (rc != MB_OK) {
-            c->err = rc;
-            mb_buf_free(&out);
-            return 1;
-        }
-        printf("%s\n", mb_buf_cstr(&out));
+        mb_buf out = MB_BUF_INIT;
+        c->err = mb_bus_dlq_json(dlq_seq, rec, true, &out);
+        if (c->err == MB_OK)
+            printf("%s\n", mb_buf_cstr(&out));
         mb_buf_free(&out);
-        return 0;
+        return c->err != MB_OK;
     }
     if (c->count == 1)
         header();
@@ -173,6 +123,7 @@ int mb_cli_dlq(int argc, char **argv)
     const char *stage = NULL;
     bool all = false;
     uint64_t id = 0;
+    int64_t before_ms = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--json") && strcmp(sub, "retry") && strcmp(sub, "purge")) {
             c.json = true;
@@ -181,15 +132,10 @@ int mb_cli_dlq(int argc, char **argv)
         } else if (!strcmp(argv[i], "--all") && !strcmp(sub, "retry")) {
             all = true;
         } else if (!strcmp(argv[i], "--older-than") && i + 1 < argc && !strcmp(sub, "purge")) {
-            int64_t age;
-            if (!parse_age(argv[++i], &age)) {
-                fprintf(stderr, "mailbus dlq purge: --older-than '%s': expected 30s, 15m, 12h or 7d\n",
-                        argv[i]);
+            if (mb_bus_dlq_cutoff(argv[++i], &before_ms) != MB_OK) {
+                fprintf(stderr, "mailbus dlq purge: --older-than: %s\n", mb_err_last());
                 return 2;
             }
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            c.older_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - age;
         } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
@@ -225,19 +171,12 @@ int mb_cli_dlq(int argc, char **argv)
     } else if (!strcmp(sub, "show")) {
         c.detail = true;
         rc = mb_bus_dlq_get(bus, id, print_one, &c);
+    } else if (id) {
+        rc = mb_bus_dlq_retry(bus, id);
+        done = rc == MB_OK;
     } else {
-        if (id) {
-            rc = collect(&c, id, &(mb_rec_dead){0}) ? c.err : MB_OK;
-        } else {
-            rc = mb_bus_dlq_list(bus, stage, collect, &c);
-            if (rc == MB_ERR_NOTFOUND)
-                rc = MB_OK;
-        }
-        for (size_t i = 0; rc == MB_OK && c.err == MB_OK && i < c.nseqs; i++) {
-            rc = !strcmp(sub, "retry") ? mb_bus_dlq_retry(bus, c.seqs[i])
-                                       : mb_bus_dlq_delete(bus, c.seqs[i]);
-            done += rc == MB_OK;
-        }
+        rc = mb_bus_dlq_each(bus, !strcmp(sub, "retry") ? MB_BUS_DLQ_RETRY : MB_BUS_DLQ_PURGE,
+                             stage, before_ms, &done);
     }
     if (rc == MB_OK && c.err != MB_OK)
         rc = c.err;
@@ -252,7 +191,6 @@ int mb_cli_dlq(int argc, char **argv)
         printf("%s %zu dead letter%s\n", !strcmp(sub, "retry") ? "retried" : "purged", done,
                done == 1 ? "" : "s");
     fflush(stdout);
-    free(c.seqs);
     mb_bus_free(bus);
     mb_bus_library_close();
     return code;

@@ -26,8 +26,8 @@ typedef struct { unsigned char *p; size_t n; } mb_bytes;
 typedef struct { char *name; char *addr; } mb_address;
 typedef struct { mb_address *v; size_t n; } mb_addressv;
 
-/* cmd/1 — a command (import start/pause/resume/cancel/status, ...).
- * Arrives as msgpack or JSON on <p>.cmd.<op>. */
+/* cmd/1 — a command (import start/pause/resume/cancel/status, dlq
+ * list/show/retry/purge). Arrives as msgpack or JSON on <p>.cmd.<op>. */
 typedef struct {
     char *op;               /* "o": "import.start", "import.cancel", ... */
     char *account;          /* "a": account name or id */
@@ -36,6 +36,10 @@ typedef struct {
     char *since;            /* "s": YYYY-MM-DD, inclusive */
     char *until;            /* "u": YYYY-MM-DD, exclusive */
     bool defer_attachments; /* "da" */
+    uint64_t id;            /* "i": dead letter (DLQ sequence) for dlq.show/retry */
+    bool all;               /* "al": dlq.retry every dead letter (of stage) */
+    char *stage;            /* "sg": dlq.*: only this stage's dead letters */
+    char *older_than;       /* "ot": dlq.purge: only those older than 30s, 15m, 12h, 7d */
 } mb_rec_command;
 
 /* One message the scan found, carried in a fetch task. */

@@ -72,6 +72,10 @@ static const mb_field command_f[] = {
     F("s", since, STR),
     F("u", until, STR),
     F("da", defer_attachments, BOOL),
+    F("i", id, U64),
+    F("al", all, BOOL),
+    F("sg", stage, STR),
+    F("ot", older_than, STR),
 };
 #undef F
 TYPE(mb_type_command, "cmd/1", "command", mb_rec_command, command_f);

@@ -8,10 +8,12 @@
  *   import.pause   job    running -> paused (in-flight chunks finish)
  *   import.resume  job    paused -> running
  *   import.cancel  job    -> cancelled (queued work is skipped)
- *   import.status  job    -> the job's progress event as JSON */
+ *   import.status  job    -> the job's progress event as JSON
+ *   dlq.list|show|retry|purge   dead letters, as `mailbus dlq` (dlq_commands.c) */
 #include "schemas/schema.h"
 #include "sources/account.h"
 #include "stages/common/job.h"
+#include "stages/scan/dlq_commands.h"
 #include "stages/scan/scan.h"
 #include "util/env.h"
 #include "util/log.h"
@@ -148,9 +150,12 @@ void mb_scan_command(void *ctx, const char *subject, const void *data, size_t le
         s = cmd_transition(sc, &c, "pending,scanning,running,paused", "cancelled", reply);
     else if (!strcmp(op, "import.status"))
         s = cmd_status(sc, &c, reply);
+    else if (!strncmp(op, "dlq.", 4))
+        s = mb_scan_dlq_command(sc->st->bus, op, &c, reply);
     else
         s = mb_errf(MB_ERR_INVALID, "unknown command '%s' (import.start, import.pause, "
-                                    "import.resume, import.cancel, import.status)", op);
+                                    "import.resume, import.cancel, import.status, dlq.list, "
+                                    "dlq.show, dlq.retry, dlq.purge)", op);
     pthread_mutex_unlock(&sc->cmd_mu);
     if (s) {
         MB_WARN(c.job, c.account, "command %s: %s", op, mb_err_last());

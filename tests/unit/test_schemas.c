@@ -221,7 +221,8 @@ static void test_empty_and_null_vs_empty(void **state)
     assert_int_equal(mb_rec_to_json(&mb_type_command, &cmd, &b), MB_OK);
     assert_string_equal(b.data, "{\"schema\":\"cmd/1\",\"op\":\"\",\"account\":null,\"job\":null,"
                                 "\"folders\":[],\"since\":null,\"until\":null,"
-                                "\"defer_attachments\":false}");
+                                "\"defer_attachments\":false,\"id\":0,\"all\":false,"
+                                "\"stage\":null,\"older_than\":null}");
     mb_buf_free(&b);
 }
 
