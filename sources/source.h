@@ -29,11 +29,14 @@ typedef struct mb_source mb_source;
 /* One folder as listed by the server. All strings owned by the array
  * (free with mb_folder_info_free). */
 typedef struct {
-    char *name;      /* the server's own name (IMAP: modified UTF-7): use it in calls */
-    char *display;   /* name decoded to UTF-8, for people and the database */
+    char *name;      /* the server's own name (IMAP: modified UTF-7), in a form that is
+                        always valid UTF-8 (sources/imap/imap.h): use it in calls */
+    char *display;   /* name decoded to UTF-8, for people and the database; distinct
+                        names have distinct display names */
     char *role;      /* "inbox","sent","drafts","trash","junk","archive","all","flagged" or NULL */
     char delimiter;  /* hierarchy separator, 0 if the server has none */
     bool noselect;   /* a container that holds no messages: do not open it */
+    char *problem;   /* why name/display had to be escaped (record it on the job), or NULL */
 } mb_folder_info;
 
 /* The state of an opened folder. highest_modseq is 0 when the server has no
@@ -127,6 +130,7 @@ static inline void mb_folder_info_free(mb_folder_info *f, size_t n) {
         free(f[i].name);
         free(f[i].display);
         free(f[i].role);
+        free(f[i].problem);
     }
     free(f);
 }

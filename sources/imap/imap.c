@@ -34,6 +34,8 @@
 #define SCAN_WINDOW 10000u /* messages per scan FETCH/SEARCH */
 #define FETCH_BATCH 50u    /* UIDs per UID FETCH BODY.PEEK[] */
 #define DEFAULT_TIMEOUT_S 60
+#define NO_ATTEMPTS 3   /* a FETCH answered NO (not "gone"): tries in all */
+#define NO_PAUSE_MS 250 /* before the second try; doubled after each */
 
 typedef struct {
     mb_source base; /* first: an mb_source* is an mb_imap* */
@@ -46,6 +48,11 @@ typedef struct {
 } mb_imap;
 
 /* ---- errors ------------------------------------------------------------ */
+
+static void pause_ms(long ms) {
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
 
 static void drop_session(mb_imap *m) {
     if (m->imap) {
@@ -102,14 +109,39 @@ static bool stream_closed(mb_imap *m) {
     return false;
 }
 
+/* The response code of the last tagged answer ("UNAVAILABLE" for
+ * "a NO [UNAVAILABLE] ..."), or "" if it had none libetpan keeps as an atom. */
+static const char *resp_code(const mb_imap *m) {
+    const struct mailimap_response_info *ri = m->imap ? m->imap->imap_response_info : NULL;
+    return ri && ri->rsp_atom ? ri->rsp_atom : "";
+}
+
+/* A NO that says the messages are gone for good (RFC 5530). */
+static bool code_means_gone(const char *code) {
+    return strcasecmp(code, "EXPUNGEISSUED") == 0 || strcasecmp(code, "NONEXISTENT") == 0;
+}
+
+/* A NO that says "not now" (RFC 5530): the same command may work later. */
+static bool code_means_temporary(const char *code) {
+    static const char *const t[] = {"UNAVAILABLE", "SERVERBUG", "INUSE", "LIMIT",
+                                    "CONTACTADMIN", "OVERQUOTA"};
+    for (size_t i = 0; i < MB_ARRAY_LEN(t); i++)
+        if (strcasecmp(code, t[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Map a libetpan failure of `cmd` to an mb_status. `refused` is the class of
- * a NO/BAD answer (AUTH for LOGIN, NOTFOUND for EXAMINE, ...). Anything that
- * leaves the stream unusable or out of step drops the session. */
+ * a NO/BAD answer (AUTH for LOGIN, NOTFOUND for EXAMINE, ...), except that a
+ * NO with a temporary response code ([UNAVAILABLE], [SERVERBUG], [INUSE], ...)
+ * is MB_ERR_NET: retry later, on a new connection. Anything that leaves the
+ * stream unusable or out of step drops the session. */
 static mb_status imap_fail(mb_imap *m, int r, mb_status refused, const char *cmd,
                            const char *folder) {
     char text[200];
     server_text(m, text, sizeof text);
     mb_status st;
+    const char *code = ""; /* response code of a NO/BAD */
     switch (r) {
     case MAILIMAP_ERROR_STREAM:
     case MAILIMAP_ERROR_CONNECTION_REFUSED:
@@ -125,11 +157,15 @@ static mb_status imap_fail(mb_imap *m, int r, mb_status refused, const char *cmd
         break;
     case MAILIMAP_ERROR_MEMORY: st = MB_ERR_NOMEM; break;
     case MAILIMAP_ERROR_BAD_STATE: st = MB_ERR_INTERNAL; break;
-    default: st = refused; break;
+    default:
+        code = resp_code(m);
+        st = code_means_temporary(code) ? MB_ERR_NET : refused;
+        break;
     }
-    mb_errf(st, "imap %s:%d%s%s%s: %s: %s%s%s", m->host, m->port, folder ? " folder '" : "",
-            folder ? folder : "", folder ? "'" : "", cmd, etpan_err_str(r), text[0] ? ": " : "",
-            text);
+    mb_errf(st, "imap %s:%d%s%s%s: %s: %s%s%s%s%s%s%s", m->host, m->port,
+            folder ? " folder '" : "", folder ? folder : "", folder ? "'" : "", cmd,
+            etpan_err_str(r), code[0] ? " [" : "", code, code[0] ? "]" : "",
+            text[0] ? ": " : "", text, st == MB_ERR_NET && code[0] ? " (temporary)" : "");
     if (st == MB_ERR_NET || st == MB_ERR_INVALID || st == MB_ERR_NOMEM)
         drop_session(m);
     return st;
@@ -371,13 +407,17 @@ static mb_status folder_from_list(const struct mailimap_mailbox_list *mb, mb_fol
     }
     if (strcasecmp(mb->mb_name, "INBOX") == 0)
         role = "inbox";
-    f->name = mb_strdup(mb->mb_name);
-    if (!f->name)
-        return MB_ERR_NOMEM;
-    if (mb_imap_utf7_decode(mb->mb_name, &f->display) != MB_OK) {
-        /* Not valid modified UTF-7 (some servers send raw UTF-8): show as is. */
-        f->display = mb_strdup(mb->mb_name);
-        if (!f->display)
+    bool escaped = false;
+    mb_status st = mb_imap_folder_names(mb->mb_name, &f->name, &f->display, &escaped);
+    if (st != MB_OK)
+        return st;
+    if (escaped) {
+        /* Not valid modified UTF-7 (8-bit bytes, raw UTF-8, a stray '&'):
+         * commands still use the exact raw name; people see the escape. */
+        char buf[600];
+        snprintf(buf, sizeof buf, "folder name is not valid modified UTF-7: shown as '%s'",
+                 f->display);
+        if (!(f->problem = mb_strdup(buf)))
             return MB_ERR_NOMEM;
     }
     if (role && !(f->role = mb_strdup(role)))
@@ -451,9 +491,13 @@ static mb_status imap_open_folder(mb_source *s, const char *name, mb_folder_stat
         return st;
     free(m->folder);
     m->folder = NULL;
+    char *raw = NULL; /* list_folders' name is the raw name, escaped if not clean */
+    if ((st = mb_imap_unescape(name, &raw, NULL)) != MB_OK)
+        return mb_errf(MB_ERR_NOTFOUND, "imap %s:%d: EXAMINE: %s", m->host, m->port, mb_err_last());
     uint64_t modseq = 0;
-    int r = m->has_condstore ? mailimap_examine_condstore(m->imap, name, &modseq)
-                             : mailimap_examine(m->imap, name);
+    int r = m->has_condstore ? mailimap_examine_condstore(m->imap, raw, &modseq)
+                             : mailimap_examine(m->imap, raw);
+    free(raw);
     if (r != MAILIMAP_NO_ERROR)
         return imap_fail(m, r, MB_ERR_NOTFOUND, "EXAMINE", name);
     const struct mailimap_selection_info *sel = m->imap->imap_selection_info;
@@ -502,6 +546,9 @@ typedef struct {
     void *ctx;
     mb_status status;
     uint64_t seen, delivered;
+    uint64_t bad_keywords; /* keywords that had to be escaped */
+    uint32_t win_lo;    /* first sequence number of the current window */
+    uint8_t win_seen[SCAN_WINDOW / 8]; /* delivered in this window, by seq - win_lo */
     const char **flags; /* scratch, reused for every message */
     size_t flags_cap;
     mb_buf ext;         /* scratch for "\\Ext" flag names */
@@ -529,7 +576,9 @@ static int fetch_streaming(mb_imap *m, bool by_uid, struct mailimap_set *set,
     int r = by_uid ? mailimap_uid_fetch(m->imap, set, ft, &res) : mailimap_fetch(m->imap, set, ft, &res);
     if (m->imap)
         mailimap_set_msg_att_handler(m->imap, NULL, NULL);
-    if (res)
+    /* On a NO, libetpan has freed the list already but leaves res pointing
+     * at it (freeing it again crashed scan and fetch on every NO). */
+    if (res && r == MAILIMAP_NO_ERROR)
         mailimap_fetch_list_free(res);
     return r;
 }
@@ -567,6 +616,12 @@ static void scan_att_handler(struct mailimap_msg_att *att, void *arg) {
                             c->m->host, c->m->port, c->m->folder, (unsigned long long)uid);
         return;
     }
+    if (att->att_number >= c->win_lo && att->att_number - c->win_lo < SCAN_WINDOW) {
+        uint32_t b = att->att_number - c->win_lo;
+        if (c->win_seen[b / 8] & (1u << (b % 8)))
+            return; /* came before a NO, and again in the retry */
+        c->win_seen[b / 8] |= (uint8_t)(1u << (b % 8));
+    }
     c->seen++;
     if ((c->since && date < c->since) || (c->until && date >= c->until))
         return;
@@ -596,7 +651,26 @@ static void scan_att_handler(struct mailimap_msg_att *att, void *arg) {
         if (name) {
             c->flags[nf++] = name;
         } else if (fl->fl_type == MAILIMAP_FLAG_KEYWORD && fl->fl_data.fl_keyword) {
-            c->flags[nf++] = fl->fl_data.fl_keyword;
+            const char *kw = fl->fl_data.fl_keyword;
+            char *esc = NULL;
+            bool escaped = false;
+            if (mb_imap_escape(kw, strlen(kw), false, &esc, &escaped) != MB_OK) {
+                c->status = MB_ERR_NOMEM;
+                return;
+            }
+            if (!escaped) {
+                c->flags[nf++] = kw;
+            } else if (next < MB_ARRAY_LEN(ext_off)) {
+                /* 8-bit or control bytes: stored in the escaped form. */
+                c->bad_keywords++;
+                ext_off[next++] = c->ext.len;
+                if (mb_buf_append(&c->ext, esc, strlen(esc) + 1) != MB_OK) {
+                    free(esc);
+                    c->status = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
+                    return;
+                }
+            }
+            free(esc);
         } else if (fl->fl_type == MAILIMAP_FLAG_EXTENSION && fl->fl_data.fl_extension &&
                    next < MB_ARRAY_LEN(ext_off)) {
             ext_off[next++] = c->ext.len;
@@ -751,15 +825,43 @@ static mb_status imap_scan(mb_source *s, int64_t since, int64_t until, mb_scan_c
             st = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
             break;
         }
-        int r = fetch_streaming(m, false, set, ft, scan_att_handler, &c);
-        mailimap_set_free(set);
-        if (r == MAILIMAP_ERROR_FETCH) {
-            /* NO: some messages were expunged meanwhile; the rest came. */
-            char text[200];
+        /* A NO [EXPUNGEISSUED] / [NONEXISTENT]: messages were expunged
+         * meanwhile and the rest came. Any other NO ([UNAVAILABLE],
+         * [SERVERBUG], none) is not a verdict on the messages: the window is
+         * asked for again (messages that came are not delivered twice), and
+         * after NO_ATTEMPTS the scan fails as temporary (MB_ERR_NET). */
+        c.win_lo = lo;
+        memset(c.win_seen, 0, sizeof c.win_seen);
+        int r;
+        for (int attempt = 1;; attempt++) {
+            r = fetch_streaming(m, false, set, ft, scan_att_handler, &c);
+            if (r != MAILIMAP_ERROR_FETCH || c.status != MB_OK)
+                break;
+            char text[200], code[64];
             server_text(m, text, sizeof text);
-            MB_WARN(NULL, NULL, "imap %s:%d folder '%s': FETCH %u:%u: NO %s", m->host, m->port,
-                    m->folder, lo, hi, text);
-        } else if (r != MAILIMAP_NO_ERROR) {
+            snprintf(code, sizeof code, "%s", resp_code(m));
+            if (code_means_gone(code)) {
+                MB_WARN(NULL, NULL, "imap %s:%d folder '%s': FETCH %u:%u: NO [%s] %s", m->host,
+                        m->port, m->folder, lo, hi, code, text);
+                r = MAILIMAP_NO_ERROR;
+                break;
+            }
+            if (attempt >= NO_ATTEMPTS) {
+                st = mb_errf(MB_ERR_NET, "imap %s:%d folder '%s': FETCH %u:%u: server answered "
+                             "NO%s%s%s %s, %d attempts (temporary)", m->host, m->port, m->folder,
+                             lo, hi, code[0] ? " [" : "", code, code[0] ? "]" : "", text, attempt);
+                drop_session(m);
+                break;
+            }
+            MB_WARN(NULL, NULL, "imap %s:%d folder '%s': FETCH %u:%u: NO%s%s%s %s; trying again",
+                    m->host, m->port, m->folder, lo, hi, code[0] ? " [" : "", code,
+                    code[0] ? "]" : "", text);
+            pause_ms((long)NO_PAUSE_MS << (attempt - 1));
+        }
+        mailimap_set_free(set);
+        if (st != MB_OK)
+            break;
+        if (r != MAILIMAP_NO_ERROR) {
             char cmd[64];
             snprintf(cmd, sizeof cmd, "FETCH %u:%u (UID RFC822.SIZE INTERNALDATE FLAGS)", lo, hi);
             const char *folder = m->folder; /* imap_fail frees it on NET */
@@ -774,16 +876,31 @@ static mb_status imap_scan(mb_source *s, int64_t since, int64_t until, mb_scan_c
     mb_buf_free(&c.ext);
     if (st != MB_OK)
         return st;
+    if (c.bad_keywords)
+        MB_WARN(NULL, NULL, "imap %s:%d folder '%s': %llu keywords were not valid UTF-8 (or held "
+                "control characters): kept in their escaped form (U+FFFD, \\xNN)", m->host,
+                m->port, m->folder, (unsigned long long)c.bad_keywords);
     MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': scanned %llu messages, %llu in range", m->host,
              m->port, m->folder, (unsigned long long)c.seen, (unsigned long long)c.delivered);
     return c.status;
 }
 
-/* ---- fetch ---------------------------------------------------------------- */
+/* ---- fetch ----------------------------------------------------------------
+ *
+ * A UID is only ever called gone when the server says so: a tagged NO for a
+ * UID FETCH (or an OK that left some UIDs out) is followed by NOOP (so
+ * expunges by other sessions reach this one) and UID SEARCH UID <missing>;
+ * what the search no longer lists, or what a NO [EXPUNGEISSUED] /
+ * [NONEXISTENT] left out, is gone. What is still there is fetched again
+ * after a short pause, NO_ATTEMPTS times in all; after that the server is
+ * refusing for now ([UNAVAILABLE], [SERVERBUG], a NO without a code):
+ * MB_ERR_NET, so the caller retries later instead of losing the messages. */
+
 
 typedef struct {
     mb_imap *m;
     const uint64_t *want;
+    bool *recv; /* parallel to want: received in this command */
     size_t nwant;
     mb_fetch_cb cb;
     void *ctx;
@@ -809,18 +926,164 @@ static void fetch_att_handler(struct mailimap_msg_att *att, void *arg) {
     }
     if (uid == 0 || !body)
         return; /* unsolicited flag update */
-    bool wanted = false;
-    for (size_t i = 0; i < c->nwant && !wanted; i++)
-        wanted = c->want[i] == uid;
-    if (!wanted)
-        return;
+    size_t w = c->nwant;
+    for (size_t i = 0; i < c->nwant && w == c->nwant; i++)
+        if (c->want[i] == uid)
+            w = i;
+    if (w == c->nwant || c->recv[w])
+        return; /* not asked for, or a second copy */
     if (!body->sec_body_part) {
         MB_WARN(NULL, NULL, "imap %s:%d folder '%s': UID %llu: BODY[] is NIL", c->m->host,
                 c->m->port, c->m->folder, (unsigned long long)uid);
         return;
     }
+    c->recv[w] = true;
     c->got++;
     c->status = c->cb(c->ctx, uid, body->sec_body_part, body->sec_length);
+}
+
+static struct mailimap_set *uid_set(const uint64_t *uids, size_t n) {
+    struct mailimap_set *set = mailimap_set_new_empty();
+    for (size_t i = 0; set && i < n; i++)
+        if (mailimap_set_add_single(set, (uint32_t)uids[i]) != MAILIMAP_NO_ERROR) {
+            mailimap_set_free(set);
+            set = NULL;
+        }
+    return set;
+}
+
+/* UID FETCH uids (UID BODY.PEEK[]) into c; *r: libetpan's result. */
+static mb_status fetch_once(mb_imap *m, const uint64_t *uids, size_t n, fetch_ctx *c, int *r) {
+    struct mailimap_set *set = uid_set(uids, n);
+    struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
+    struct mailimap_section *sec = mailimap_section_new(NULL);
+    struct mailimap_fetch_att *a_uid = mailimap_fetch_att_new_uid();
+    struct mailimap_fetch_att *a_body = sec ? mailimap_fetch_att_new_body_peek_section(sec) : NULL;
+    bool ok = set && ft && a_uid && a_body;
+    if (!a_body && sec)
+        mailimap_section_free(sec);
+    if (ok && mailimap_fetch_type_new_fetch_att_list_add(ft, a_uid) == MAILIMAP_NO_ERROR)
+        a_uid = NULL;
+    else
+        ok = false;
+    if (ok && mailimap_fetch_type_new_fetch_att_list_add(ft, a_body) == MAILIMAP_NO_ERROR)
+        a_body = NULL;
+    else
+        ok = false;
+    if (a_uid)
+        mailimap_fetch_att_free(a_uid);
+    if (a_body)
+        mailimap_fetch_att_free(a_body);
+    if (ok) {
+        c->want = uids;
+        c->nwant = n;
+        memset(c->recv, 0, n * sizeof *c->recv);
+        *r = fetch_streaming(m, true, set, ft, fetch_att_handler, c);
+    }
+    if (set)
+        mailimap_set_free(set);
+    if (ft)
+        mailimap_fetch_type_free(ft);
+    return ok ? MB_OK : mb_errf(MB_ERR_NOMEM, "imap fetch: out of memory");
+}
+
+/* Which of uids[0..n) the server still has (NOOP first, so that expunges by
+ * other sessions are seen, then UID SEARCH UID <set>): present[i]. */
+static mb_status uids_present(mb_imap *m, const uint64_t *uids, size_t n, bool *present) {
+    char fbuf[256];
+    snprintf(fbuf, sizeof fbuf, "%s", m->folder);
+    int r = mailimap_noop(m->imap);
+    if (r != MAILIMAP_NO_ERROR)
+        return imap_fail(m, r, MB_ERR_NET, "NOOP", fbuf);
+    struct mailimap_set *set = uid_set(uids, n);
+    struct mailimap_search_key *key = set ? mailimap_search_key_new_uid(set) : NULL;
+    if (!key) {
+        if (set)
+            mailimap_set_free(set);
+        return mb_errf(MB_ERR_NOMEM, "imap fetch: out of memory");
+    }
+    clist *res = NULL;
+    r = mailimap_uid_search(m->imap, NULL, key, &res);
+    mailimap_search_key_free(key);
+    if (r != MAILIMAP_NO_ERROR) {
+        if (res)
+            mailimap_search_result_free(res);
+        /* Without an answer nothing may be called gone: retry later. */
+        return imap_fail(m, r, MB_ERR_NET, "UID SEARCH UID", fbuf);
+    }
+    memset(present, 0, n * sizeof *present);
+    for (clistiter *it = res ? clist_begin(res) : NULL; it; it = clist_next(it)) {
+        uint32_t u = *(uint32_t *)clist_content(it);
+        for (size_t i = 0; i < n; i++)
+            if (uids[i] == u)
+                present[i] = true;
+    }
+    if (res)
+        mailimap_search_result_free(res);
+    return MB_OK;
+}
+
+/* One batch (at most FETCH_BATCH UIDs): fetch, confirm what did not come,
+ * fetch what is still there again. */
+static mb_status fetch_batch(mb_imap *m, const uint64_t *uids, size_t n, fetch_ctx *c) {
+    uint64_t pend[FETCH_BATCH];
+    bool recv[FETCH_BATCH], present[FETCH_BATCH];
+    size_t np = n;
+    memcpy(pend, uids, n * sizeof *pend);
+    c->recv = recv;
+    for (int attempt = 1;; attempt++) {
+        int r = MAILIMAP_NO_ERROR;
+        mb_status st = fetch_once(m, pend, np, c, &r);
+        if (st != MB_OK)
+            return st;
+        char cmd[96], fbuf[256], code[64] = "", text[200] = "";
+        snprintf(cmd, sizeof cmd, "UID FETCH %llu%s BODY.PEEK[]", (unsigned long long)pend[0],
+                 np > 1 ? ",..." : "");
+        snprintf(fbuf, sizeof fbuf, "%s", m->folder ? m->folder : "");
+        if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_FETCH)
+            return imap_fail(m, r, MB_ERR_INVALID, cmd, fbuf);
+        if (c->status != MB_OK)
+            return c->status;
+        if (r == MAILIMAP_ERROR_FETCH) {
+            snprintf(code, sizeof code, "%s", resp_code(m));
+            server_text(m, text, sizeof text);
+        }
+        size_t k = 0;
+        for (size_t i = 0; i < np; i++)
+            if (!recv[i])
+                pend[k++] = pend[i];
+        np = k;
+        if (np == 0)
+            return MB_OK;
+        if ((st = uids_present(m, pend, np, present)) != MB_OK)
+            return st;
+        bool gone_code = code_means_gone(code);
+        k = 0;
+        for (size_t i = 0; i < np; i++)
+            if (present[i] && !gone_code)
+                pend[k++] = pend[i];
+        if (np - k)
+            MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': %s: %zu UIDs no longer exist%s%s%s",
+                     m->host, m->port, fbuf, cmd, np - k, code[0] ? " [" : "", code,
+                     code[0] ? "]" : "");
+        np = k;
+        if (np == 0)
+            return MB_OK;
+        if (attempt >= NO_ATTEMPTS) {
+            drop_session(m);
+            return mb_errf(MB_ERR_NET,
+                           "imap %s:%d folder '%s': %s: server answered %s%s%s%s%s%s for %zu "
+                           "messages it still has (UID SEARCH), %d attempts (temporary)",
+                           m->host, m->port, fbuf, cmd, r == MAILIMAP_ERROR_FETCH ? "NO" : "OK",
+                           code[0] ? " [" : "", code, code[0] ? "]" : "", text[0] ? " " : "",
+                           text, np, attempt);
+        }
+        MB_WARN(NULL, NULL, "imap %s:%d folder '%s': %s: %s%s%s%s %s; %zu messages still on the "
+                "server, trying again", m->host, m->port, fbuf, cmd,
+                r == MAILIMAP_ERROR_FETCH ? "NO" : "OK without them", code[0] ? " [" : "", code,
+                code[0] ? "]" : "", text, np);
+        pause_ms((long)NO_PAUSE_MS << (attempt - 1));
+    }
 }
 
 static mb_status imap_fetch(mb_source *s, const uint64_t *uids, size_t n, mb_fetch_cb cb, void *ctx) {
@@ -833,62 +1096,15 @@ static mb_status imap_fetch(mb_source *s, const uint64_t *uids, size_t n, mb_fet
             return mb_errf(MB_ERR_INVALID, "imap fetch: UID %llu out of range",
                            (unsigned long long)uids[i]);
     fetch_ctx c = {.m = m, .cb = cb, .ctx = ctx, .status = MB_OK};
-    for (size_t off = 0; off < n && c.status == MB_OK; off += FETCH_BATCH) {
+    for (size_t off = 0; off < n; off += FETCH_BATCH) {
         size_t cnt = n - off < FETCH_BATCH ? n - off : FETCH_BATCH;
-        struct mailimap_set *set = mailimap_set_new_empty();
-        struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
-        struct mailimap_section *sec = mailimap_section_new(NULL);
-        struct mailimap_fetch_att *a_uid = mailimap_fetch_att_new_uid();
-        struct mailimap_fetch_att *a_body = sec ? mailimap_fetch_att_new_body_peek_section(sec) : NULL;
-        bool ok = set && ft && a_uid && a_body;
-        if (!a_body && sec)
-            mailimap_section_free(sec);
-        if (ok && mailimap_fetch_type_new_fetch_att_list_add(ft, a_uid) == MAILIMAP_NO_ERROR)
-            a_uid = NULL;
-        else
-            ok = false;
-        if (ok && mailimap_fetch_type_new_fetch_att_list_add(ft, a_body) == MAILIMAP_NO_ERROR)
-            a_body = NULL;
-        else
-            ok = false;
-        for (size_t i = 0; ok && i < cnt; i++)
-            ok = mailimap_set_add_single(set, (uint32_t)uids[off + i]) == MAILIMAP_NO_ERROR;
-        if (a_uid)
-            mailimap_fetch_att_free(a_uid);
-        if (a_body)
-            mailimap_fetch_att_free(a_body);
-        if (!ok) {
-            if (set)
-                mailimap_set_free(set);
-            if (ft)
-                mailimap_fetch_type_free(ft);
-            return mb_errf(MB_ERR_NOMEM, "imap fetch: out of memory");
-        }
-        c.want = uids + off;
-        c.nwant = cnt;
-        int r = fetch_streaming(m, true, set, ft, fetch_att_handler, &c);
-        mailimap_set_free(set);
-        mailimap_fetch_type_free(ft);
-        if (r != MAILIMAP_NO_ERROR) {
-            char cmd[96], fbuf[256];
-            snprintf(cmd, sizeof cmd, "UID FETCH %llu%s BODY.PEEK[]",
-                     (unsigned long long)uids[off], cnt > 1 ? ",..." : "");
-            snprintf(fbuf, sizeof fbuf, "%s", m->folder);
-            if (r == MAILIMAP_ERROR_FETCH) {
-                /* NO: messages vanished meanwhile; those that came were delivered. */
-                char text[200];
-                server_text(m, text, sizeof text);
-                MB_WARN(NULL, NULL, "imap %s:%d folder '%s': %s: NO %s", m->host, m->port, fbuf,
-                        cmd, text);
-                continue;
-            }
-            return imap_fail(m, r, MB_ERR_INVALID, cmd, fbuf);
-        }
+        if ((st = fetch_batch(m, uids + off, cnt, &c)) != MB_OK)
+            return st;
     }
-    if (c.status == MB_OK && c.got < n)
+    if (c.got < n)
         MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': %zu of %zu UIDs no longer exist", m->host,
                  m->port, m->folder, n - c.got, n);
-    return c.status;
+    return MB_OK;
 }
 
 /* ---- seeding helpers ------------------------------------------------------ */

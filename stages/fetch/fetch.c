@@ -180,8 +180,8 @@ static mb_status download(task_ctx *tc, const char *jobs)
             s = tc->werr;
         if (s == MB_ERR_NET && ++attempts < NET_ATTEMPTS) {
             char why[600];
-            snprintf(why, sizeof why, "folder '%s': connection lost during FETCH (%s); "
-                     "reconnected, attempt %d", tc->t->folder, mb_err_last(), attempts + 1);
+            snprintf(why, sizeof why, "folder '%s': FETCH failed for now (%s); "
+                     "reconnecting, attempt %d", tc->t->folder, mb_err_last(), attempts + 1);
             MB_WARN(jobs, f->account.name, "%s", why);
             mb_job_problem(f->st->db, tc->t->job, tc->t->account_id, "fetch", why);
             drop_source(f);
