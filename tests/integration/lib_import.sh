@@ -157,10 +157,15 @@ li_server_state() {
   while IFS=$'\t' read -r name _ _ _ noselect; do
     [[ ${noselect:-0} == 1 ]] && continue
     li_imapt 120 scan "$name" >"$LI_W/scan.txt" || li_fail "imap_tool scan $name"
-    while read -r uid size date flags; do
-      printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$uid" "$date" "$size" \
-        "$(tr ' ' '\n' <<<"$flags" | grep -v '^$' | grep -vx '\\Recent' | sort | tr '\n' ' ' | sed 's/ $//')"
-    done <"$LI_W/scan.txt" >>"$out"
+    # One awk for the folder (a fork per message took minutes on a busy machine):
+    # flags without \Recent, sorted bytewise (LC_ALL=C), joined by spaces.
+    awk -v f="$name" '{
+        n = 0
+        for (i = 4; i <= NF; i++) if ($i != "\\Recent") fl[++n] = $i
+        for (i = 2; i <= n; i++) { v = fl[i]; for (j = i - 1; j >= 1 && fl[j] > v; j--) fl[j + 1] = fl[j]; fl[j + 1] = v }
+        s = ""; for (i = 1; i <= n; i++) s = s (i > 1 ? " " : "") fl[i]
+        printf "%s\t%s\t%s\t%s\t%s\n", f, $1, $3, $2, s
+      }' "$LI_W/scan.txt" >>"$out"
   done <"$LI_W/folders.txt"
   sort -o "$out" "$out"
 }
