@@ -89,6 +89,10 @@ typedef struct {
 mb_status mb_bus_provision(mb_bus *b, const mb_bus_provision_opts *o);
 /* Delete every stream of this prefix (tests). Missing streams are fine. */
 mb_status mb_bus_destroy_streams(mb_bus *b);
+/* Whether stream <P>_<stream_suffix> holds any record on subject
+ * "<p>.<subject_suffix>" ("FETCH", "fetch.42"). */
+mb_status mb_bus_has_records(mb_bus *b, const char *stream_suffix, const char *subject_suffix,
+                             bool *has);
 /* Messages currently in stream <P>_<suffix> ("FETCH", "DLQ", ...). */
 mb_status mb_bus_stream_count(mb_bus *b, const char *stream_suffix, uint64_t *msgs);
 

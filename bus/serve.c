@@ -60,11 +60,25 @@ mb_status mb_bus_request(mb_bus *b, const char *suffix, const void *data, size_t
     mb_status st = mb_bus_subjectf(b, subject, sizeof subject, "%s", suffix);
     if (st)
         return st;
+    /* Nobody subscribed (a scan restarting, or not started yet) means nobody
+     * got the command: ask again until the timeout. A timeout with a
+     * subscriber is not retried: it may have acted on the command. */
     natsMsg *r = NULL;
-    natsStatus ns = natsConnection_Request(&r, b->nc, subject, data, (int)len, timeout_ms);
-    if (ns == NATS_TIMEOUT || ns == NATS_NO_RESPONDERS)
-        return mb_errf(MB_ERR_TIMEOUT, "no answer on %s within %lld ms (is mailbus-scan running?)",
-                       subject, (long long)timeout_ms);
+    natsStatus ns;
+    int64_t deadline = nats_Now() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - nats_Now();
+        ns = natsConnection_Request(&r, b->nc, subject, data, (int)len, left > 1 ? left : 1);
+        if (ns != NATS_NO_RESPONDERS || nats_Now() + 250 >= deadline)
+            break;
+        nats_Sleep(250);
+    }
+    if (ns == NATS_NO_RESPONDERS)
+        return mb_errf(MB_ERR_TIMEOUT, "no answer on %s within %lld ms: nobody serves commands "
+                       "(no mailbus-scan running)", subject, (long long)timeout_ms);
+    if (ns == NATS_TIMEOUT)
+        return mb_errf(MB_ERR_TIMEOUT, "no answer on %s within %lld ms (mailbus-scan busy or "
+                       "stuck?)", subject, (long long)timeout_ms);
     if (ns != NATS_OK)
         return mb_bus_nats_err(ns, 0, "request on %s", subject);
     st = mb_buf_append(reply, natsMsg_GetData(r), (size_t)natsMsg_GetDataLength(r));

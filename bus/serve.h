@@ -24,7 +24,9 @@ mb_status mb_bus_serve(mb_bus *b, const char *suffix, const char *queue, mb_bus_
                        void *ctx, mb_bus_sub **out);
 
 /* Send a request to "<p>.<suffix>" and wait up to timeout_ms for the reply,
- * appended to reply. MB_ERR_TIMEOUT if nobody answered (names the subject). */
+ * appended to reply. While nobody subscribes (a server restarting) the
+ * request is sent again until timeout_ms; MB_ERR_TIMEOUT if nobody answered,
+ * saying whether nobody was there or a subscriber did not reply. */
 mb_status mb_bus_request(mb_bus *b, const char *suffix, const void *data, size_t len,
                          int64_t timeout_ms, mb_buf *reply);
 

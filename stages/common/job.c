@@ -25,27 +25,40 @@ static const struct {
      "UPDATE sync_jobs SET status = $2, error = coalesce($3, error), updated_at = now(), "
      "finished_at = CASE WHEN $2 IN ('completed','failed','cancelled') THEN now() END "
      "WHERE id = $1 AND status NOT IN ('completed','failed','cancelled')"},
+    /* A problem identical to the job's last one (an outage seen by each
+     * retry, each record) is recorded once. */
     {"job_problem", 4,
-     "WITH h AS (INSERT INTO sync_history (account_id, job_id, event, detail) "
-     "VALUES ($2, $1, $3, jsonb_build_object('detail', $4::text)) RETURNING 1) "
-     "UPDATE sync_jobs SET error = $3 || ': ' || $4, updated_at = now() WHERE id = $1"},
+     "WITH j AS (SELECT id FROM sync_jobs WHERE id = $1::bigint "
+     "AND error IS DISTINCT FROM $3::text || ': ' || $4::text), "
+     "h AS (INSERT INTO sync_history (account_id, job_id, event, detail) "
+     "SELECT $2::bigint, j.id, $3::text, jsonb_build_object('detail', $4::text) FROM j RETURNING 1) "
+     "UPDATE sync_jobs SET error = $3 || ': ' || $4, updated_at = now() FROM j "
+     "WHERE sync_jobs.id = j.id"},
     {"job_folder_clear", 2,
      "WITH d AS (DELETE FROM job_messages WHERE job_id = $1 AND folder_id = $2) "
      "DELETE FROM job_chunks WHERE job_id = $1 AND folder_id = $2"},
+    /* A scanned batch, not yet cut into chunks (chunk_id 0). A server that
+     * reports a UID twice must not fail the insert: the last report wins. */
+    {"job_messages_insert", 6,
+     "INSERT INTO job_messages (job_id, folder_id, chunk_id, uid, size, internal_date, flags) "
+     "SELECT DISTINCT ON (u.uid) $1, $2, 0, u.uid, u.size, u.idate, u.flags::text[] "
+     "FROM unnest($3::bigint[], $4::bigint[], $5::bigint[], $6::text[]) "
+     "WITH ORDINALITY AS u(uid, size, idate, flags, i) ORDER BY u.uid, u.i DESC "
+     "ON CONFLICT (job_id, folder_id, uid) DO UPDATE SET chunk_id = 0, "
+     "size = EXCLUDED.size, internal_date = EXCLUDED.internal_date, flags = EXCLUDED.flags"},
+    /* The cut reads a folder's messages newest first, a page at a time. */
+    {"job_messages_page", 4,
+     "SELECT uid, size FROM job_messages WHERE job_id = $1 AND folder_id = $2 AND uid < $3 "
+     "ORDER BY uid DESC LIMIT $4"},
     {"job_chunk_insert", 7,
-     "INSERT INTO job_chunks (job_id, folder_id, seq, uid_first, uid_last, message_count, bytes) "
-     "VALUES ($1, $2, $3, $4, $5, $6, $7) "
+     "WITH c AS (INSERT INTO job_chunks (job_id, folder_id, seq, uid_first, uid_last, "
+     "message_count, bytes) VALUES ($1, $2, $3, $4, $5, $6, $7) "
      "ON CONFLICT (job_id, seq) DO UPDATE SET folder_id = EXCLUDED.folder_id, "
      "uid_first = EXCLUDED.uid_first, uid_last = EXCLUDED.uid_last, "
      "message_count = EXCLUDED.message_count, bytes = EXCLUDED.bytes, state = 'pending' "
-     "RETURNING id"},
-    {"job_messages_insert", 7,
-     "INSERT INTO job_messages (job_id, folder_id, chunk_id, uid, size, internal_date, flags) "
-     "SELECT $1, $2, $3, u.uid, u.size, u.idate, u.flags::text[] "
-     "FROM unnest($4::bigint[], $5::bigint[], $6::bigint[], $7::text[]) "
-     "AS u(uid, size, idate, flags) "
-     "ON CONFLICT (job_id, folder_id, uid) DO UPDATE SET chunk_id = EXCLUDED.chunk_id, "
-     "size = EXCLUDED.size, internal_date = EXCLUDED.internal_date, flags = EXCLUDED.flags"},
+     "RETURNING id) "
+     "UPDATE job_messages SET chunk_id = c.id FROM c WHERE job_id = $1 AND folder_id = $2 "
+     "AND uid BETWEEN $4 AND $5"},
     {"job_scan_done", 1,
      "UPDATE sync_jobs j SET status = 'running', updated_at = now(), "
      "total_messages = t.n, total_bytes = t.b, scanned = t.n "
@@ -65,7 +78,7 @@ static const struct {
      "WHERE job_id = $1 AND state = 'published'))"},
     {"job_chunk_head", 1,
      "SELECT c.job_id, j.account_id, c.folder_id, coalesce(f.remote_name, f.name), f.uidvalidity, "
-     "coalesce((j.options->>'defer_attachments')::bool, false) "
+     "coalesce((j.options->>'defer_attachments')::bool, false), c.republished "
      "FROM job_chunks c JOIN sync_jobs j ON j.id = c.job_id JOIN folders f ON f.id = c.folder_id "
      "WHERE c.id = $1"},
     {"job_chunk_items", 1,
@@ -74,8 +87,24 @@ static const struct {
     {"job_chunk_published", 1,
      "UPDATE job_chunks SET state = 'published', published_at = now(), updated_at = now() "
      "WHERE id = $1 AND state = 'pending'"},
-    {"job_requeue", 1,
-     "UPDATE job_chunks SET state = 'pending' WHERE job_id = $1 AND state = 'published'"},
+    /* The sweep (job.h): record progress of published chunks, then hand
+     * back those without progress for $2 ms. */
+    {"job_chunks_progress", 1,
+     "UPDATE job_chunks c SET progress = p.v, progress_at = now() FROM "
+     "(SELECT m.chunk_id, sum(m.st)::bigint AS v FROM job_messages m JOIN job_chunks k "
+     "ON k.id = m.chunk_id WHERE k.job_id = $1 AND k.state = 'published' AND m.job_id = $1 "
+     "GROUP BY m.chunk_id) p WHERE c.id = p.chunk_id AND c.progress IS DISTINCT FROM p.v"},
+    {"job_chunks_stalled", 2,
+     "SELECT count(*) FROM job_chunks WHERE job_id = $1 AND state = 'published' "
+     "AND coalesce(progress_at, published_at) < now() - $2::bigint * interval '1 millisecond'"},
+    {"job_chunks_sweep", 2,
+     "WITH s AS (SELECT id FROM job_chunks WHERE job_id = $1 AND state = 'published' "
+     "AND coalesce(progress_at, published_at) < now() - $2::bigint * interval '1 millisecond'), "
+     "m AS (UPDATE job_messages m SET st = 0 FROM s WHERE m.job_id = $1 AND m.chunk_id = s.id "
+     "AND m.st <> 0 AND m.st & 12 = 0) "
+     "UPDATE job_chunks c SET state = 'pending', republished = c.republished + 1, "
+     "progress = NULL, progress_at = NULL, updated_at = now() FROM s WHERE c.id = s.id "
+     "RETURNING c.id"},
     {"job_mark", 4,
      "UPDATE job_messages m SET st = m.st | $2::smallint FROM unnest($3::bigint[], $4::bigint[]) "
      "AS u(f, uid) WHERE m.job_id = $1 AND m.folder_id = u.f AND m.uid = u.uid "
@@ -194,29 +223,25 @@ mb_status mb_job_problem(mb_db *db, uint64_t job, uint64_t account_id, const cha
     return exec(db, "job_problem", 4, p, NULL);
 }
 
-/* Insert one chunk: items[lo..hi] (inclusive, ascending UIDs). */
-static mb_status add_chunk(mb_db *db, uint64_t job, uint64_t folder_id, int seq,
-                           const mb_fetch_item *items, size_t lo, size_t hi, uint64_t bytes)
+mb_status mb_job_folder_begin(mb_db *db, uint64_t job, uint64_t folder_id)
 {
     U64STR(j, job);
     U64STR(f, folder_id);
-    char sq[16], cnt[16];
-    snprintf(sq, sizeof sq, "%d", seq);
-    snprintf(cnt, sizeof cnt, "%zu", hi - lo + 1);
-    U64STR(first, items[lo].uid);
-    U64STR(last, items[hi].uid);
-    U64STR(b, bytes);
-    const char *p[] = {j, f, sq, first, last, cnt, b};
-    PGresult *r;
-    mb_status s = exec(db, "job_chunk_insert", 7, p, &r);
-    if (s)
-        return s;
-    U64STR(chunk, col_u64(r, 0, 0));
-    PQclear(r);
+    const char *p[] = {j, f};
+    return exec(db, "job_folder_clear", 2, p, NULL);
+}
 
+mb_status mb_job_folder_add(mb_db *db, uint64_t job, uint64_t folder_id,
+                            const mb_fetch_item *items, size_t n)
+{
+    if (n == 0)
+        return MB_OK;
+    U64STR(j, job);
+    U64STR(f, folder_id);
     mb_pgarr uids = MB_PGARR_INIT, sizes = MB_PGARR_INIT, dates = MB_PGARR_INIT,
              flags = MB_PGARR_INIT, one = MB_PGARR_INIT;
-    for (size_t i = lo; i <= hi && !s; i++) {
+    mb_status s = MB_OK;
+    for (size_t i = 0; i < n && !s; i++) {
         s = mb_pgarr_add_u64(&uids, items[i].uid);
         if (!s) s = mb_pgarr_add_u64(&sizes, items[i].size);
         if (!s) s = mb_pgarr_add_i64(&dates, items[i].internal_date);
@@ -226,9 +251,9 @@ static mb_status add_chunk(mb_db *db, uint64_t job, uint64_t folder_id, int seq,
         if (!s) s = mb_pgarr_add_str(&flags, mb_pgarr_cstr(&one));
     }
     if (!s) {
-        const char *q[] = {j, f, chunk, mb_pgarr_cstr(&uids), mb_pgarr_cstr(&sizes),
+        const char *q[] = {j, f, mb_pgarr_cstr(&uids), mb_pgarr_cstr(&sizes),
                            mb_pgarr_cstr(&dates), mb_pgarr_cstr(&flags)};
-        s = exec(db, "job_messages_insert", 7, q, NULL);
+        s = exec(db, "job_messages_insert", 6, q, NULL);
     }
     mb_pgarr_free(&uids);
     mb_pgarr_free(&sizes);
@@ -238,30 +263,66 @@ static mb_status add_chunk(mb_db *db, uint64_t job, uint64_t folder_id, int seq,
     return s;
 }
 
-mb_status mb_job_add_folder(mb_db *db, uint64_t job, uint64_t folder_id,
-                            const mb_fetch_item *items, size_t n, int *seq_io)
+/* Record one chunk [first, last] of the folder with its messages. */
+static mb_status add_chunk(mb_db *db, const char *j, const char *f, int seq, uint64_t first,
+                           uint64_t last, size_t count, uint64_t bytes)
+{
+    char sq[16], cnt[24];
+    snprintf(sq, sizeof sq, "%d", seq);
+    snprintf(cnt, sizeof cnt, "%zu", count);
+    U64STR(lo, first);
+    U64STR(hi, last);
+    U64STR(b, bytes);
+    const char *p[] = {j, f, sq, lo, hi, cnt, b};
+    return exec(db, "job_chunk_insert", 7, p, NULL);
+}
+
+/* Messages read per page by the cut: memory stays bounded whatever the
+ * folder's size. */
+#define CUT_PAGE 10000
+
+mb_status mb_job_folder_cut(mb_db *db, uint64_t job, uint64_t folder_id, mb_job_cut *c,
+                            bool *more)
 {
     U64STR(j, job);
     U64STR(f, folder_id);
-    const char *p[] = {j, f};
-    mb_status s = mb_db_begin(db);
-    if (!s) s = exec(db, "job_folder_clear", 2, p, NULL);
-    /* Newest first: walk down from the highest UID. */
-    size_t hi = n;
-    while (!s && hi > 0) {
-        size_t lo = hi - 1;
-        uint64_t bytes = items[lo].size;
-        while (lo > 0 && hi - lo < MB_CHUNK_MAX_MSGS &&
-               bytes + items[lo - 1].size <= MB_CHUNK_MAX_BYTES) {
-            lo--;
-            bytes += items[lo].size;
-        }
-        s = add_chunk(db, job, folder_id, (*seq_io)++, items, lo, hi - 1, bytes);
-        hi = lo;
+    char page[16];
+    snprintf(page, sizeof page, "%d", CUT_PAGE);
+    if (!c->started) {
+        c->below = UINT64_MAX >> 1; /* uids are bigint */
+        c->count = 0;
+        c->started = true;
     }
-    if (!s)
-        return mb_db_commit(db);
-    mb_db_rollback(db);
+    U64STR(b, c->below);
+    const char *p[] = {j, f, b, page};
+    PGresult *r;
+    mb_status s = exec(db, "job_messages_page", 4, p, &r);
+    if (s)
+        return s;
+    int rows = PQntuples(r);
+    *more = rows == CUT_PAGE;
+    for (int i = 0; i < rows && !s; i++) {
+        uint64_t uid = col_u64(r, i, 0), size = col_u64(r, i, 1);
+        if (c->count && (c->count == MB_CHUNK_MAX_MSGS || c->bytes + size > MB_CHUNK_MAX_BYTES)) {
+            s = add_chunk(db, j, f, c->seq++, c->lo, c->hi, c->count, c->bytes);
+            c->count = 0;
+        }
+        if (c->count == 0) {
+            c->hi = uid;
+            c->bytes = 0;
+        }
+        c->lo = uid;
+        c->bytes += size;
+        c->count++;
+        c->below = uid;
+    }
+    PQclear(r);
+    if (!s && !*more && c->count) {
+        s = add_chunk(db, j, f, c->seq++, c->lo, c->hi, c->count, c->bytes);
+        c->count = 0;
+    }
+    if (!*more)
+        c->started = false; /* ready for the next folder; seq goes on */
     return s;
 }
 
@@ -340,7 +401,7 @@ static mb_status parse_text_array(const char *lit, mb_strv *v)
     return s;
 }
 
-mb_status mb_job_chunk_task(mb_db *db, uint64_t chunk_id, mb_rec_fetch *out)
+mb_status mb_job_chunk_task(mb_db *db, uint64_t chunk_id, mb_rec_fetch *out, int *republished)
 {
     U64STR(c, chunk_id);
     const char *p[] = {c};
@@ -360,6 +421,7 @@ mb_status mb_job_chunk_task(mb_db *db, uint64_t chunk_id, mb_rec_fetch *out)
     out->folder = mb_strdup(PQgetvalue(r, 0, 3));
     out->uidvalidity = col_u64(r, 0, 4);
     out->defer_attachments = PQgetvalue(r, 0, 5)[0] == 't';
+    *republished = atoi(PQgetvalue(r, 0, 6));
     PQclear(r);
     if (!out->folder)
         return MB_ERR_NOMEM;
@@ -392,9 +454,34 @@ mb_status mb_job_chunk_published(mb_db *db, uint64_t chunk_id)
     return exec(db, "job_chunk_published", 1, p, NULL);
 }
 
-mb_status mb_job_requeue_chunks(mb_db *db, uint64_t job)
+/* Statements with the job id and a duration in ms; *n_out: rows returned,
+ * or the count the statement returns. */
+static mb_status exec_job_ms(mb_db *db, const char *name, uint64_t job, int64_t ms, bool count,
+                             size_t *n_out)
 {
-    return exec_job(db, "job_requeue", job, NULL);
+    *n_out = 0;
+    U64STR(j, job);
+    char m[24];
+    snprintf(m, sizeof m, "%" PRId64, ms);
+    const char *p[] = {j, m};
+    PGresult *r;
+    mb_status s = exec(db, name, 2, p, &r);
+    if (s)
+        return s;
+    *n_out = count ? (size_t)col_u64(r, 0, 0) : (size_t)PQntuples(r);
+    PQclear(r);
+    return MB_OK;
+}
+
+mb_status mb_job_chunks_stalled(mb_db *db, uint64_t job, int64_t stall_ms, size_t *n_out)
+{
+    mb_status s = exec_job(db, "job_chunks_progress", job, NULL);
+    return s ? s : exec_job_ms(db, "job_chunks_stalled", job, stall_ms, true, n_out);
+}
+
+mb_status mb_job_chunks_hand_back(mb_db *db, uint64_t job, int64_t stall_ms, size_t *n_out)
+{
+    return exec_job_ms(db, "job_chunks_sweep", job, stall_ms, false, n_out);
 }
 
 mb_status mb_job_mark(mb_db *db, uint64_t job, int bit, const uint64_t *folder_ids,
@@ -505,29 +592,4 @@ mb_status mb_job_list_status(mb_db *db, const char *status, uint64_t *ids_out, s
         ids_out[(*n_out)++] = col_u64(r, i, 0);
     PQclear(r);
     return MB_OK;
-}
-
-mb_status mb_job_try_lock(mb_db *db, int key, uint64_t job, bool *mine)
-{
-    char k[16];
-    snprintf(k, sizeof k, "%d", key);
-    U64STR(j, job);
-    const char *p[] = {k, j};
-    PGresult *r;
-    *mine = false;
-    mb_status s = mb_db_query(db, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, p, &r);
-    if (s)
-        return s;
-    *mine = PQgetvalue(r, 0, 0)[0] == 't';
-    PQclear(r);
-    return MB_OK;
-}
-
-void mb_job_unlock(mb_db *db, int key, uint64_t job)
-{
-    char k[16];
-    snprintf(k, sizeof k, "%d", key);
-    U64STR(j, job);
-    const char *p[] = {k, j};
-    mb_db_query(db, "SELECT pg_advisory_unlock($1::int, $2::int)", 2, p, NULL);
 }

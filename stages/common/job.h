@@ -44,15 +44,32 @@ mb_status mb_job_get(mb_db *db, uint64_t job, mb_job_info *out);
  * already, unless force. */
 mb_status mb_job_set_status(mb_db *db, uint64_t job, const char *status, const char *error);
 /* Record a problem: counts in sync_history and shows as the job's last
- * error text, without failing the job. */
+ * error text, without failing the job. The same problem again (same what
+ * and detail as the job's last one: an outage met by every retry) is
+ * recorded once. */
 mb_status mb_job_problem(mb_db *db, uint64_t job, uint64_t account_id, const char *what,
                          const char *detail);
 
-/* Cut one folder's messages (items sorted by UID ascending) into chunks,
- * newest first, and record them with their messages. Drops whatever an
- * earlier, interrupted scan of this job recorded for the folder first. */
-mb_status mb_job_add_folder(mb_db *db, uint64_t job, uint64_t folder_id,
-                            const mb_fetch_item *items, size_t n, int *seq_io);
+/* A folder's scan, streamed so memory stays bounded: begin drops whatever
+ * an earlier, interrupted scan of this job recorded for the folder; add
+ * records a batch of scanned messages (any order, any batch size); cut, once
+ * the folder is scanned, cuts its messages into chunks of at most
+ * MB_CHUNK_MAX_MSGS / MB_CHUNK_MAX_BYTES, newest first — one page of
+ * messages per call, while *more. Nothing is published before the job's
+ * scan is done, so an interrupted scan is simply run again: no transaction
+ * needs to span a folder, and the caller renews its lease between calls. */
+typedef struct {
+    int seq;               /* next chunk number of the job: start at 0, goes on across folders */
+    /* private */
+    bool started;
+    uint64_t below, hi, lo, bytes;
+    size_t count;
+} mb_job_cut;
+mb_status mb_job_folder_begin(mb_db *db, uint64_t job, uint64_t folder_id);
+mb_status mb_job_folder_add(mb_db *db, uint64_t job, uint64_t folder_id,
+                            const mb_fetch_item *items, size_t n);
+mb_status mb_job_folder_cut(mb_db *db, uint64_t job, uint64_t folder_id, mb_job_cut *c,
+                            bool *more);
 /* Scan finished: totals from the chunks, status 'running'. */
 mb_status mb_job_scan_done(mb_db *db, uint64_t job);
 
@@ -64,11 +81,19 @@ mb_status mb_job_chunks_mark_done(mb_db *db, uint64_t job);
  * has room for max. */
 mb_status mb_job_chunks_to_publish(mb_db *db, uint64_t job, int max_inflight, uint64_t *ids_out,
                                    size_t max, size_t *n_out);
-/* The fetch task for one chunk (caller frees with mb_rec_free). */
-mb_status mb_job_chunk_task(mb_db *db, uint64_t chunk_id, mb_rec_fetch *out);
+/* The fetch task for one chunk (caller frees with mb_rec_free), and how
+ * often the sweep handed the chunk back (*republished, for the task's
+ * Nats-Msg-Id: a republished task must not be dropped as a duplicate). */
+mb_status mb_job_chunk_task(mb_db *db, uint64_t chunk_id, mb_rec_fetch *out, int *republished);
 mb_status mb_job_chunk_published(mb_db *db, uint64_t chunk_id);
-/* Chunks back to 'pending' (resume after the coordinator lost track). */
-mb_status mb_job_requeue_chunks(mb_db *db, uint64_t job);
+/* The sweep. stalled: note which published chunks of job made progress
+ * (any stage bit of any of its messages changed) since the last call, and
+ * count those without progress for stall_ms. hand_back: each of those loses
+ * the bits of its messages that are neither stored nor failed (so fetch
+ * downloads them again and the stages after it see them again) and goes back
+ * to 'pending' for the next publish; *n_out: how many. */
+mb_status mb_job_chunks_stalled(mb_db *db, uint64_t job, int64_t stall_ms, size_t *n_out);
+mb_status mb_job_chunks_hand_back(mb_db *db, uint64_t job, int64_t stall_ms, size_t *n_out);
 
 /* Set bit on the given messages of job (folder_ids[i], uids[i]). */
 mb_status mb_job_mark(mb_db *db, uint64_t job, int bit, const uint64_t *folder_ids,
@@ -83,12 +108,6 @@ mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev);
  * and no attachment scan is pending, move a running job to 'completed';
  * *done_out says whether it did. */
 mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out);
-
-/* One process at a time per (key, job), across every copy of a stage: a
- * session advisory lock. *mine says whether this call got it; release with
- * mb_job_unlock. Keys: 7001 scanning, 7002 coordinating. */
-mb_status mb_job_try_lock(mb_db *db, int key, uint64_t job, bool *mine);
-void mb_job_unlock(mb_db *db, int key, uint64_t job);
 
 /* Jobs in one of the given states, oldest first (ids_out room for max). */
 mb_status mb_job_list_status(mb_db *db, const char *status, uint64_t *ids_out, size_t max,

@@ -1,7 +1,8 @@
-/* main.c — mailbus-scan: serves the import commands, scans accounts into
- * chunks, and coordinates running jobs. */
+/* main.c — mailbus-scan: serves the commands, scans accounts into chunks
+ * (scanner thread), and coordinates running jobs (main thread). */
 #include "bus/serve.h"
 #include "stages/common/job.h"
+#include "stages/common/lease.h"
 #include "stages/scan/scan.h"
 #include "util/env.h"
 #include "util/log.h"
@@ -10,10 +11,42 @@
 #include <time.h>
 
 static const char usage[] =
-    "Serves <prefix>.cmd.> (import.start, import.pause, import.resume, import.cancel;\n"
-    "JSON or msgpack cmd/1 payloads, JSON replies), scans IMAP accounts into chunks\n"
-    "of at most 500 messages / 32 MB, and keeps MAILBUS_MAX_INFLIGHT (default 8)\n"
-    "chunks per job in flight, newest first. Publishes progress every second.";
+    "Serves <prefix>.cmd.> (import.start, import.pause, import.resume, import.cancel,\n"
+    "import.status; JSON or msgpack cmd/1 payloads, JSON replies), scans IMAP accounts\n"
+    "into chunks of at most 500 messages / 32 MB, and keeps MAILBUS_MAX_INFLIGHT\n"
+    "(default 8) chunks per job in flight, newest first. Publishes progress every\n"
+    "second. A published chunk without progress for MAILBUS_CHUNK_STALL_MS (600000)\n"
+    "is handed out again. Any number of copies may run: scanning and coordinating a\n"
+    "job are leases in Postgres (MAILBUS_LEASE_MS, 15000), taken over from a copy\n"
+    "that died once its lease expires.";
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The scanner thread: jobs waiting to be scanned (new, or interrupted by a
+ * crash), oldest first. */
+static void *scanner(void *arg)
+{
+    mb_scan *sc = arg;
+    while (!mb_bus_stopping()) {
+        uint64_t ids[16];
+        size_t n = 0;
+        mb_status ls = mb_job_list_status(sc->scan_db, "scanning", ids, MB_ARRAY_LEN(ids), &n);
+        if (ls)
+            MB_WARN(NULL, NULL, "listing jobs to scan: %s", mb_err_last());
+        for (size_t i = 0; !ls && i < n && !mb_bus_stopping(); i++) {
+            char j[24];
+            if (mb_scan_job(sc, ids[i]))
+                MB_ERROR(mb_u64s(j, ids[i]), NULL, "scan: %s", mb_err_last());
+        }
+        for (int k = 0; k < (ls ? 20 : 2) && !mb_bus_stopping(); k++)
+            nap_ms(250);
+    }
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -22,35 +55,41 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     mb_scan sc = {.st = &st};
-    long inflight;
+    long inflight, stall;
     mb_status s = mb_env_int("MAILBUS_MAX_INFLIGHT", 8, 1, 10000, &inflight);
+    if (!s) s = mb_env_int("MAILBUS_CHUNK_STALL_MS", 600000, 1000, 86400000L, &stall);
     sc.max_inflight = (int)inflight;
+    sc.stall_ms = stall;
     pthread_mutex_init(&sc.cmd_mu, NULL);
     mb_bus_sub *sub = NULL;
-    if (!s) s = mb_db_connect(mb_env("MAILBUS_PG_DSN", MB_DEFAULT_PG_DSN), &sc.cmd_db);
+    const char *dsn = mb_env("MAILBUS_PG_DSN", MB_DEFAULT_PG_DSN);
+    if (!s) s = mb_db_connect(dsn, &sc.cmd_db);
     if (!s) s = mb_job_prepare(sc.cmd_db);
     if (!s) s = mb_bus_serve(st.bus, "cmd.>", "mailbus-scan", mb_scan_command, &sc, &sub);
+    if (!s) s = mb_db_connect(dsn, &sc.scan_db);
+    if (!s) s = mb_job_prepare(sc.scan_db);
+    pthread_t scan_thread;
+    bool scanning = false;
+    if (!s) {
+        if (pthread_create(&scan_thread, NULL, scanner, &sc) == 0)
+            scanning = true;
+        else
+            s = mb_errf(MB_ERR_INTERNAL, "cannot start the scanner thread");
+    }
     while (!s && !mb_bus_stopping()) {
-        uint64_t ids[16];
-        size_t n = 0;
-        /* Jobs waiting to be scanned (new, or interrupted by a crash). */
-        mb_status ls = mb_job_list_status(st.db, "scanning", ids, MB_ARRAY_LEN(ids), &n);
-        for (size_t i = 0; !ls && i < n && !mb_bus_stopping(); i++) {
-            char j[24];
-            mb_u64s(j, ids[i]);
-            if (mb_scan_job(&sc, ids[i]))
-                MB_ERROR(j, NULL, "scan: %s", mb_err_last());
-        }
-        if (ls)
-            MB_WARN(NULL, NULL, "listing jobs: %s", mb_err_last());
         if (mb_scan_coordinate(&sc))
             MB_WARN(NULL, NULL, "coordinating: %s", mb_err_last());
         /* Short passes: a finished chunk is replaced, and a finished job
          * completed, within 100 ms. */
-        struct timespec ts = {0, 100 * 1000000L};
-        nanosleep(&ts, NULL);
+        nap_ms(100);
     }
+    if (scanning)
+        pthread_join(scan_thread, NULL);
     mb_bus_unsubscribe(sub);
+    /* Leases go to another copy at once instead of after they expire. */
+    if (st.db && mb_lease_release_all(st.db))
+        MB_WARN(NULL, NULL, "%s", mb_err_last());
+    mb_db_free(sc.scan_db);
     mb_db_free(sc.cmd_db);
     pthread_mutex_destroy(&sc.cmd_mu);
     return mb_stage_finish(&st, s);

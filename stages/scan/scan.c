@@ -1,12 +1,17 @@
 /* scan.c — scanning one job's account: list folders with their roles, open
  * each selected one read-only, record UIDVALIDITY/UIDNEXT/HIGHESTMODSEQ,
- * read every message's UID, size, internal date and flags in one pass, and
- * cut them into chunks (job.c). A job interrupted by a crash is simply
- * scanned again: nothing is published before the scan completes. */
+ * read every message's UID, size, internal date and flags in one pass,
+ * written to Postgres in batches of SCAN_BATCH as they arrive (memory stays
+ * bounded), then cut into chunks (job.c). A job interrupted by a crash is
+ * simply scanned again: nothing is published before the scan completes.
+ * The scan of a job is a lease (lease.h), renewed as the scan goes on: a
+ * copy that died leaves it to another once the lease expires. */
 #include "schemas/schema.h"
 #include "sources/account.h"
 #include "stages/common/job.h"
+#include "stages/common/lease.h"
 #include "stages/scan/scan.h"
+#include "util/env.h"
 #include "util/log.h"
 
 #include <inttypes.h>
@@ -15,36 +20,89 @@
 #include <string.h>
 #include <time.h>
 
-typedef struct {
-    mb_fetch_item *v;
-    size_t n, cap;
-} itemvec;
+/* Messages held before they are written: ~100 bytes each. */
+#define SCAN_BATCH 5000
 
-static void itemvec_free(itemvec *iv)
+/* One folder's scan in progress: the batch not yet written, and the lease. */
+typedef struct {
+    mb_db *db;
+    uint64_t job, folder_id;
+    const char *lease;
+    int64_t renewed_ms;   /* when the lease was last renewed */
+    mb_fetch_item *v;
+    size_t n;
+    size_t total;         /* messages of the folder so far */
+} folder_scan;
+
+static int64_t mono_ms(void)
 {
-    mb_fetch_itemv fv = {iv->v, iv->n};
-    mb_rec_fetch tmp = {.items = fv};
-    mb_rec_free(&mb_type_fetch, &tmp);
-    memset(iv, 0, sizeof *iv);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void batch_clear(folder_scan *fs)
+{
+    for (size_t i = 0; i < fs->n; i++) {
+        for (size_t k = 0; k < fs->v[i].flags.n; k++)
+            free(fs->v[i].flags.v[k]);
+        free(fs->v[i].flags.v);
+    }
+    fs->n = 0;
+}
+
+/* Renew the scan lease when a third of its TTL has passed; a lease lost to
+ * another copy (this one stalled past its expiry) stops this scan. */
+static mb_status keep_lease(folder_scan *fs)
+{
+    int64_t now = mono_ms();
+    if (now - fs->renewed_ms < mb_lease_ttl_ms() / 3)
+        return MB_OK;
+    bool mine;
+    mb_status s = mb_lease_take(fs->db, fs->lease, &mine);
+    if (s)
+        return s;
+    if (!mine)
+        return mb_errf(MB_ERR_STOPPED, "lease %s was taken over: another copy scans the job",
+                       fs->lease);
+    fs->renewed_ms = now;
+    return MB_OK;
+}
+
+static mb_status batch_write(folder_scan *fs)
+{
+    mb_status s = keep_lease(fs);
+    if (!s) s = mb_job_folder_add(fs->db, fs->job, fs->folder_id, fs->v, fs->n);
+    batch_clear(fs);
+    return s;
+}
+
+/* Test-only: MAILBUS_FAULT_SCAN_FOLDER_DELAY_MS=N sleeps N ms after each
+ * folder is recorded, so a test can kill the scan in the middle. */
+static void fault_folder_delay(void)
+{
+    long ms = 0;
+    if (mb_env_int("MAILBUS_FAULT_SCAN_FOLDER_DELAY_MS", 0, 0, 600000, &ms) || ms <= 0)
+        return;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 static mb_status on_msg(void *ctx, const mb_msg_info *m)
 {
-    itemvec *iv = ctx;
-    if (iv->n == iv->cap) {
-        size_t cap = iv->cap ? iv->cap * 2 : 1024;
-        mb_fetch_item *v = realloc(iv->v, cap * sizeof *v);
-        if (!v)
-            return mb_errf(MB_ERR_NOMEM, "scan: %zu messages", cap);
-        iv->v = v;
-        iv->cap = cap;
+    folder_scan *fs = ctx;
+    if (fs->n == SCAN_BATCH) {
+        mb_status s = batch_write(fs);
+        if (s)
+            return s;
     }
-    mb_fetch_item *it = &iv->v[iv->n];
+    mb_fetch_item *it = &fs->v[fs->n];
     memset(it, 0, sizeof *it);
     it->uid = m->uid;
     it->size = m->size;
     it->internal_date = m->internal_date;
-    iv->n++;
+    fs->n++;
+    fs->total++;
     if (m->nflags) {
         if (!(it->flags.v = calloc(m->nflags, sizeof(char *))))
             return mb_errf(MB_ERR_NOMEM, "scan: flags");
@@ -55,12 +113,6 @@ static mb_status on_msg(void *ctx, const mb_msg_info *m)
         }
     }
     return MB_OK;
-}
-
-static int cmp_uid(const void *a, const void *b)
-{
-    uint64_t x = ((const mb_fetch_item *)a)->uid, y = ((const mb_fetch_item *)b)->uid;
-    return x < y ? -1 : x > y;
 }
 
 static bool selected(const mb_rec_command *opt, const mb_folder_info *f)
@@ -102,10 +154,10 @@ static mb_status save_folder(mb_db *db, uint64_t account, const mb_folder_info *
 }
 
 /* Scan with the job's source; returns MB_ERR_AUTH etc. for the job error. */
-static mb_status scan_account(mb_scan *sc, uint64_t job, const mb_account *a, mb_source *src,
-                              const mb_rec_command *opt, const char *jobs)
+static mb_status scan_account(mb_scan *sc, uint64_t job, const char *lease, const mb_account *a,
+                              mb_source *src, const mb_rec_command *opt, const char *jobs)
 {
-    mb_db *db = sc->st->db;
+    mb_db *db = sc->scan_db;
     int64_t since, until;
     mb_status s = mb_scan_parse_day(opt->since, &since);
     if (!s) s = mb_scan_parse_day(opt->until, &until);
@@ -115,31 +167,37 @@ static mb_status scan_account(mb_scan *sc, uint64_t job, const mb_account *a, mb
     if (!s) s = mb_source_list_folders(src, &fl, &nf);
     if (s)
         return s;
-    int seq = 0;
+    mb_job_cut cut = {0};
     size_t chosen = 0;
+    folder_scan fsc = {.db = db, .job = job, .lease = lease, .renewed_ms = mono_ms()};
+    if (!(fsc.v = calloc(SCAN_BATCH, sizeof *fsc.v)))
+        s = mb_errf(MB_ERR_NOMEM, "scan batch of %d", SCAN_BATCH);
     for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
         if (!selected(opt, &fl[i]))
             continue;
         chosen++;
         mb_folder_state fs;
-        uint64_t fid;
-        itemvec iv = {0};
+        fsc.total = 0;
         s = mb_source_open_folder(src, fl[i].name, &fs);
-        if (!s) s = save_folder(db, a->id, &fl[i], &fs, &fid);
-        if (!s) s = mb_source_scan(src, since, until, on_msg, &iv);
-        if (!s) {
-            if (iv.n > 1) /* an empty folder has no array at all */
-                qsort(iv.v, iv.n, sizeof *iv.v, cmp_uid);
-            s = mb_job_add_folder(db, job, fid, iv.v, iv.n, &seq);
+        if (!s) s = save_folder(db, a->id, &fl[i], &fs, &fsc.folder_id);
+        if (!s) s = mb_job_folder_begin(db, job, fsc.folder_id);
+        if (!s) s = mb_source_scan(src, since, until, on_msg, &fsc);
+        if (!s) s = batch_write(&fsc);
+        for (bool more = true; !s && more;) {
+            s = keep_lease(&fsc);
+            if (!s) s = mb_job_folder_cut(db, job, fsc.folder_id, &cut, &more);
         }
+        batch_clear(&fsc);
+        if (!s)
+            fault_folder_delay();
         if (!s)
             MB_INFO(jobs, a->name, "scanned %s: %zu messages (uidvalidity %" PRIu64
                     ", highestmodseq %" PRIu64 ")", fl[i].display ? fl[i].display : fl[i].name,
-                    iv.n, fs.uidvalidity, fs.highest_modseq);
+                    fsc.total, fs.uidvalidity, fs.highest_modseq);
         else
             mb_err_wrap(s, "folder '%s'", fl[i].display ? fl[i].display : fl[i].name);
-        itemvec_free(&iv);
     }
+    free(fsc.v);
     if (!s && opt->folders.n && chosen < opt->folders.n)
         s = mb_errf(MB_ERR_NOTFOUND, "%zu of the %zu requested folders do not exist on the server",
                     opt->folders.n - chosen, opt->folders.n);
@@ -147,15 +205,24 @@ static mb_status scan_account(mb_scan *sc, uint64_t job, const mb_account *a, mb
     return s;
 }
 
+/* Whether a failed scan is worth trying again later rather than failing
+ * the job: the mail server or Postgres was unreachable, not wrong. */
+static bool transient(mb_scan *sc, mb_status s)
+{
+    return s == MB_ERR_NET || s == MB_ERR_TIMEOUT || (s == MB_ERR_DB && mb_db_retryable(sc->scan_db));
+}
+
 mb_status mb_scan_job(mb_scan *sc, uint64_t job)
 {
-    mb_db *db = sc->st->db;
+    mb_db *db = sc->scan_db;
     char jobs[24];
     mb_u64s(jobs, job);
     /* One scanner per job, whichever copy of the stage gets there first. */
+    char lease[MB_LEASE_NAME_MAX];
+    mb_lease_job_name(lease, "scan", job);
     const char *lp[] = {jobs};
     bool mine;
-    mb_status s = mb_job_try_lock(db, 7001, job, &mine);
+    mb_status s = mb_lease_take(db, lease, &mine);
     if (s || !mine)
         return s;
 
@@ -178,10 +245,12 @@ mb_status mb_scan_job(mb_scan *sc, uint64_t job)
     if (!s) s = mb_account_source(&a, secret, &src);
     if (!s) {
         MB_INFO(jobs, a.name, "scanning");
-        s = scan_account(sc, job, &a, src, &opt, jobs);
+        s = scan_account(sc, job, lease, &a, src, &opt, jobs);
     }
     if (s == MB_ERR_STOPPED || (s == MB_OK && mb_bus_stopping())) {
-        s = MB_OK; /* picked up again at the next start */
+        if (s)
+            MB_WARN(jobs, a.name, "scan stopped: %s", mb_err_last());
+        s = MB_OK; /* picked up again at the next start, or by the lease's new holder */
         goto out;
     }
     if (!s) {
@@ -198,9 +267,10 @@ mb_status mb_scan_job(mb_scan *sc, uint64_t job)
         char msg[600];
         snprintf(msg, sizeof msg, "%s", mb_err_last());
         MB_ERROR(jobs, a.name ? a.name : acct, "scan failed: %s", msg);
-        if (s == MB_ERR_NET) {
-            /* Transient: leave the job scanning; the loop tries again after
-             * a pause (no retry storm against a server that is down). */
+        if (transient(sc, s)) {
+            /* Leave the job scanning; the loop tries again after a pause (no
+             * retry storm against a server that is down). The problem is
+             * recorded once per run of identical failures (job.h). */
             mb_job_problem(db, job, info.account_id, "scan", msg);
             for (int i = 0; i < 20 && !mb_bus_stopping(); i++) {
                 struct timespec ts = {0, 250 * 1000000L};
@@ -223,6 +293,6 @@ out:
     mb_account_secret_free(secret);
     mb_account_free(&a);
     mb_rec_free(&mb_type_command, &opt);
-    mb_job_unlock(db, 7001, job);
+    mb_lease_release(db, lease);
     return s;
 }

@@ -9,11 +9,17 @@
 
 #include <pthread.h>
 
+/* Three threads, each with its own Postgres connection, so that none of
+ * them waits for another: commands (a nats.c thread), scanning (the scanner
+ * thread: a large folder takes minutes) and coordination (the main thread,
+ * a pass every 100 ms, which alone publishes asynchronously on st->bus). */
 typedef struct {
-    mb_stage *st;
-    mb_db *cmd_db;         /* commands run on a nats.c thread: own connection */
+    mb_stage *st;          /* st->db: the coordinator's connection */
+    mb_db *cmd_db;         /* commands' connection */
+    mb_db *scan_db;        /* the scanner thread's connection */
     pthread_mutex_t cmd_mu;
     int max_inflight;      /* chunks published and not done, per job */
+    int64_t stall_ms;      /* a published chunk without progress this long is handed out again */
     unsigned pass;         /* coordination passes so far */
 } mb_scan;
 
@@ -21,10 +27,11 @@ typedef struct {
 void mb_scan_command(void *ctx, const char *subject, const void *data, size_t len, mb_buf *reply);
 
 /* List, open and scan every selected folder of the job's account, record
- * chunks, and set the job running (or failed, with the reason). */
+ * chunks, and set the job running (or failed, with the reason). Runs on
+ * the scanner thread, with sc->scan_db. */
 mb_status mb_scan_job(mb_scan *sc, uint64_t job);
 
-/* One coordination pass over running jobs. */
+/* One coordination pass over running and paused jobs (main thread). */
 mb_status mb_scan_coordinate(mb_scan *sc);
 
 /* "YYYY-MM-DD" (UTC midnight) to unix seconds; NULL/"" is 0. */

@@ -4,6 +4,7 @@
  *   mb-test-bus_ctl provision [--ack-wait MS] [--max-deliver N] [--no-backoff]
  *   mb-test-bus_ctl destroy
  *   mb-test-bus_ctl count SUFFIX                 prints the count
+ *   mb-test-bus_ctl purge SUFFIX                 empties the stream (a lost record)
  *   mb-test-bus_ctl publish --from A --n N [--async] [--flush-every K]
  *                           [--msgid-prefix P] [--account ACCT]
  *       publishes payload "<id>" for id in [A, A+N) to <p>.fetch.<ACCT> with
@@ -13,6 +14,8 @@
 #include "bus/bus.h"
 #include "util/env.h"
 #include "util/log.h"
+
+#include <nats/nats.h>
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -89,7 +92,7 @@ int main(int argc, char **argv)
 {
     mb_log_init("bus_ctl");
     if (argc < 2) {
-        fprintf(stderr, "usage: bus_ctl provision|destroy|count|publish ...\n");
+        fprintf(stderr, "usage: bus_ctl provision|destroy|count|purge|publish ...\n");
         return 2;
     }
     mb_bus_opts bo = {.name = "mb-test-bus_ctl"};
@@ -114,6 +117,15 @@ int main(int argc, char **argv)
             rc = fail("count");
         else
             printf("%" PRIu64 "\n", n);
+    } else if (!strcmp(cmd, "purge") && argc >= 3) {
+        char stream[128];
+        jsErrCode jerr = 0;
+        if (mb_bus_stream_name(b, argv[2], stream, sizeof stream) != MB_OK)
+            rc = fail("stream name");
+        else if (js_PurgeStream(mb_bus_js(b), stream, NULL, &jerr) != NATS_OK) {
+            fprintf(stderr, "bus_ctl: purge %s failed (%d)\n", stream, (int)jerr);
+            rc = 1;
+        }
     } else if (!strcmp(cmd, "publish")) {
         rc = publish(b, argc, argv);
     } else {

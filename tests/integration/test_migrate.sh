@@ -55,7 +55,7 @@ version=$(sql "$DSN1" "SELECT max(version) FROM schema_migrations")
 [[ $out == "applied $nmig migration"*"(schema version $version)" ]] || fail "output '$out' does not match schema_migrations ($nmig rows, max $version)"
 
 expected=(accounts folders emails email_locations addresses attachments av_verdicts
-          sync_jobs job_chunks job_messages dead_letters sync_history schema_migrations)
+          sync_jobs job_chunks job_messages dead_letters sync_history leases schema_migrations)
 for t in "${expected[@]}"; do
   n=$(sql "$DSN1" "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name = '$t' AND table_type = 'BASE TABLE'")
   [[ $n == 1 ]] || fail "table $t missing after migrate"
