@@ -74,6 +74,21 @@ void mb_mime_budget(int64_t cpu_ms);
 mb_status mb_mime_part_decode(const char *data, size_t len, const char *part_path,
                               mb_mime_sink sink, void *ctx);
 
+/* The same for many parts of one message: the MIME tree is walked once
+ * (mb_mime_tree_open, under the thread's work budget) and each part is then
+ * found by path in O(log parts). The tree points into data, which must
+ * outlive it; mb_mime_tree_decode only reads the tree, so several threads
+ * may decode parts of one tree at once. Owned by the caller:
+ * mb_mime_tree_free. */
+typedef struct mb_mime_tree mb_mime_tree;
+mb_status mb_mime_tree_open(const char *data, size_t len, mb_mime_tree **out);
+/* Leaf parts in the tree. */
+size_t mb_mime_tree_parts(const mb_mime_tree *t);
+/* As mb_mime_part_decode, on a tree from mb_mime_tree_open. */
+mb_status mb_mime_tree_decode(const mb_mime_tree *t, const char *part_path, mb_mime_sink sink,
+                              void *ctx);
+void mb_mime_tree_free(mb_mime_tree *t);
+
 /* ---- Building blocks, public so they can be tested and reused. ---- */
 
 /* Collects defects: at most MB_MIME_MAX_DEFECTS strings, then one
