@@ -9,6 +9,7 @@
 
 #include "schemas/schema.h"
 #include "stages/common/job.h"
+#include "util/env.h"
 #include "util/log.h"
 #include "util/utf8.h"
 
@@ -67,11 +68,20 @@ static const char sql_attachments[] =
     "coalesce(v.status, 'pending'), v.signature, v.scanned_at "
     "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
     "$7::bigint[], $8::text[], $9::bigint[]) AS u(e, p, fn, ct, d, cid, sz, h, j) "
+    /* Only clean and infected verdicts are reused (av_verdicts held 'error'
+     * rows before they stopped being cached: those are scanned again). */
     "LEFT JOIN av_verdicts v ON v.sha256 = decode(u.h, 'hex') "
+    "AND v.status IN ('clean', 'infected') "
     "ON CONFLICT (email_id, part) DO NOTHING";
+
+/* Test-only fault (MAILBUS_FAULT_STORE_BADROW=TEXT): a record whose subject
+ * contains TEXT is written with a size Postgres refuses (CHECK size >= 0),
+ * as a record it cannot hold would be. Empty: off. */
+static const char *fault_badrow = "";
 
 mb_status mb_store_prepare(mb_db *db)
 {
+    fault_badrow = mb_env("MAILBUS_FAULT_STORE_BADROW", "");
     mb_status s = mb_db_prepare(db, "store_emails", sql_emails, 17);
     if (!s) s = mb_db_prepare(db, "store_locations", sql_locations, 6);
     if (!s) s = mb_db_prepare(db, "store_addresses", sql_addresses, 5);
@@ -147,7 +157,10 @@ static mb_status write_emails(mb_db *db, batch *b)
         const mb_address *from = r->from.n ? &r->from.v[0] : NULL;
         s = mb_pgarr_add_u64(&c[0], r->raw.account_id);
         if (!s) s = mb_pgarr_add_str(&c[1], r->raw.sha256);
-        if (!s) s = mb_pgarr_add_u64(&c[2], r->raw.size);
+        if (!s && *fault_badrow && r->subject && strstr(r->subject, fault_badrow))
+            s = mb_pgarr_add_i64(&c[2], -1);
+        else if (!s)
+            s = mb_pgarr_add_u64(&c[2], r->raw.size);
         if (!s) s = add_text(&c[3], r->message_id);
         if (!s) s = add_text(&c[4], r->thread_id);
         if (!s) s = add_text(&c[5], r->in_reply_to);
@@ -286,7 +299,10 @@ static mb_status write_rest(mb_db *db, batch *b)
 }
 
 /* After the commit: one avscan record per attachment of jobs that scan as
- * they go. The avscan stage skips contents it has a verdict for. */
+ * they go. The avscan stage skips contents it has a verdict for. The
+ * record's Nats-Msg-Id names the job: a later import of the same message
+ * (another account, or a re-import within the duplicate window) gets its
+ * own record, so an attachment without a cached verdict is scanned again. */
 static mb_status queue_scans(mb_stage *st, batch *b)
 {
     mb_buf enc = MB_BUF_INIT;
@@ -304,8 +320,9 @@ static mb_status queue_scans(mb_stage *st, batch *b)
             mb_rec_avscan rec = {.job = r->raw.job, .account_id = r->raw.account_id,
                                  .email_sha256 = r->raw.sha256, .sha256 = a->sha256,
                                  .part = a->part, .size = a->size};
-            char id[200];
-            snprintf(id, sizeof id, "av-%s-%s", r->raw.sha256, a->part ? a->part : "");
+            char id[256];
+            snprintf(id, sizeof id, "av-%" PRIu64 "-%s-%s", r->raw.job, r->raw.sha256,
+                     a->part ? a->part : "");
             mb_pub_headers h = {.msg_id = id, .schema = mb_type_avscan.schema,
                                 .job = mb_u64s(js, r->raw.job),
                                 .account = mb_u64s(as, r->raw.account_id)};
@@ -319,6 +336,85 @@ static mb_status queue_scans(mb_stage *st, batch *b)
     return s ? s : fs;
 }
 
+/* One transaction for b, retried (up to 3 times) while the failure is
+ * transient. On failure *retryable says whether it was (connection lost,
+ * serialization failure: mb_db_retryable), read before the rollback. */
+static mb_status write_batch(mb_db *db, batch *b, size_t good, bool *retryable)
+{
+    mb_status s = MB_OK;
+    *retryable = false;
+    for (int attempt = 0; attempt < 3; attempt++) {
+        memset(b->email_id, 0, b->n * sizeof *b->email_id);
+        s = mb_db_begin(db);
+        if (!s) s = write_emails(db, b);
+        if (!s) s = write_rest(db, b);
+        if (!s) s = mb_db_commit(db);
+        if (!s)
+            return MB_OK;
+        /* ROLLBACK is a statement of its own: it resets the db's last
+         * failure, so read what this one was first. */
+        *retryable = mb_db_retryable(db);
+        char why[MB_BUS_REASON_MAX];
+        snprintf(why, sizeof why, "%s", mb_err_last());
+        mb_db_rollback(db);
+        mb_errf(s, "%s", why);
+        if (!*retryable)
+            break;
+        MB_WARN(NULL, NULL, "batch of %zu: %s; retrying", good, why);
+    }
+    return s;
+}
+
+/* Store the records [lo, hi) of all (d[lo..hi) their deliveries) in one
+ * transaction. A record Postgres refuses for what it holds (a server error
+ * that is not transient) fails that statement, and with it every record of
+ * the transaction: then the range is split in halves, recursively, so the
+ * good records commit and only the bad one gets a FAIL verdict (the consume
+ * loop's give-up hook settles it on its job). A transient error or one of
+ * ours (out of memory) retries the range. stored[i] is set for each
+ * committed record; the others get their verdict here. Returns how many
+ * records were refused. */
+static size_t store_range(mb_stage *st, batch *all, mb_bus_delivery *d, size_t lo, size_t hi,
+                          bool *stored)
+{
+    batch b = {.recs = all->recs + lo, .ok = all->ok + lo, .email_id = all->email_id + lo,
+               .n = hi - lo};
+    size_t good = 0, last = lo;
+    for (size_t i = lo; i < hi; i++)
+        if (all->ok[i]) {
+            good++;
+            last = i;
+        }
+    if (!good)
+        return 0;
+    bool retryable;
+    mb_status s = write_batch(st->db, &b, good, &retryable);
+    if (!s) {
+        for (size_t i = lo; i < hi; i++)
+            stored[i] = all->ok[i];
+        return 0;
+    }
+    bool record_error = (s == MB_ERR_DB || s == MB_ERR_INVALID) && !retryable;
+    if (record_error && good > 1) {
+        MB_WARN(NULL, NULL, "batch of %zu refused (%s); splitting it", good, mb_err_last());
+        size_t mid = lo + (hi - lo) / 2;
+        return store_range(st, all, d, lo, mid, stored) + store_range(st, all, d, mid, hi, stored);
+    }
+    if (record_error) {
+        const mb_rec_rawmsg *r = &all->recs[last].raw;
+        char js[24], as[24];
+        MB_WARN(mb_u64s(js, r->job), mb_u64s(as, r->account_id),
+                "uid %" PRIu64 " (blob %.12s) refused: %s", r->uid, r->sha256, mb_err_last());
+        mb_bus_fail(&d[last], "store: %s", mb_err_last());
+        return 1;
+    }
+    for (size_t i = lo; i < hi; i++)
+        if (all->ok[i])
+            mb_bus_retry(&d[i], 2000, "store: %s", mb_err_last());
+    MB_WARN(NULL, NULL, "batch of %zu not stored: %s", good, mb_err_last());
+    return 0;
+}
+
 void mb_store_handle(void *ctx, mb_bus_delivery *d, size_t n)
 {
     mb_stage *st = ctx;
@@ -326,37 +422,29 @@ void mb_store_handle(void *ctx, mb_bus_delivery *d, size_t n)
     b.recs = calloc(n, sizeof *b.recs);
     b.ok = calloc(n, sizeof *b.ok);
     b.email_id = calloc(n, sizeof *b.email_id);
-    if (!b.recs || !b.ok || !b.email_id) {
+    bool *stored = calloc(n, sizeof *stored);
+    if (!b.recs || !b.ok || !b.email_id || !stored) {
         for (size_t i = 0; i < n; i++)
             mb_bus_retry(&d[i], 1000, "out of memory for a batch of %zu", n);
         goto out;
     }
-    size_t good = 0;
     for (size_t i = 0; i < n; i++) {
         if (mb_rec_decode(&mb_type_parsed, d[i].data, d[i].len, &b.recs[i])) {
             mb_bus_fail(&d[i], "undecodable store record: %s", mb_err_last());
             continue;
         }
         b.ok[i] = true;
-        good++;
     }
-    mb_status s = MB_OK;
-    for (int attempt = 0; good && attempt < 3; attempt++) {
-        memset(b.email_id, 0, n * sizeof *b.email_id);
-        s = mb_db_begin(st->db);
-        if (!s) s = write_emails(st->db, &b);
-        if (!s) s = write_rest(st->db, &b);
-        if (!s) s = mb_db_commit(st->db);
-        if (!s)
-            break;
-        mb_db_rollback(st->db);
-        if (!mb_db_retryable(st->db))
-            break;
-        MB_WARN(NULL, NULL, "batch of %zu: %s; retrying", good, mb_err_last());
-    }
-    if (!s && good) s = queue_scans(st, &b);
+    size_t refused = store_range(st, &b, d, 0, n, stored);
+    /* Scans are queued for the committed records only. */
+    size_t good = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!b.ok[i])
+        b.ok[i] = stored[i];
+        good += stored[i];
+    }
+    mb_status s = good ? queue_scans(st, &b) : MB_OK;
+    for (size_t i = 0; i < n; i++) {
+        if (!stored[i])
             continue;
         if (s)
             mb_bus_retry(&d[i], 2000, "store: %s", mb_err_last());
@@ -364,13 +452,14 @@ void mb_store_handle(void *ctx, mb_bus_delivery *d, size_t n)
             mb_bus_done(&d[i]);
     }
     if (s)
-        MB_WARN(NULL, NULL, "batch of %zu not stored: %s", good, mb_err_last());
+        MB_WARN(NULL, NULL, "scans of a batch of %zu not queued: %s", good, mb_err_last());
     else if (good)
-        MB_DEBUG(NULL, NULL, "stored a batch of %zu", good);
+        MB_DEBUG(NULL, NULL, "stored a batch of %zu (%zu refused)", good, refused);
 out:
     for (size_t i = 0; b.recs && i < n; i++)
         mb_rec_free(&mb_type_parsed, &b.recs[i]);
     free(b.recs);
     free(b.ok);
     free(b.email_id);
+    free(stored);
 }
