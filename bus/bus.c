@@ -27,9 +27,19 @@ mb_status mb_bus_nats_err(natsStatus s, jsErrCode jerr, const char *fmt, ...)
     char code[32] = "";
     if (jerr)
         snprintf(code, sizeof code, " [jetstream error %d]", (int)jerr);
-    mb_errf(s == NATS_TIMEOUT ? MB_ERR_TIMEOUT : MB_ERR_BUS, "%s: %s%s%s%s%s", what, text, code,
-            extra ? " (" : "", extra ? last : "", extra ? ")" : "");
-    return s == NATS_TIMEOUT ? MB_ERR_TIMEOUT : MB_ERR_BUS;
+    /* The server being away (down, restarting, JetStream not ready) is a
+     * network condition callers wait out, not a bus error. */
+    mb_status st = s == NATS_TIMEOUT ? MB_ERR_TIMEOUT
+                   : s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_CLOSED ||
+                           s == NATS_CONNECTION_DISCONNECTED || s == NATS_NO_SERVER ||
+                           s == NATS_STALE_CONNECTION || s == NATS_IO_ERROR ||
+                           s == NATS_NOT_YET_CONNECTED || jerr == JSNotEnabledErr ||
+                           jerr == JSNotEnabledForAccountErr || jerr == JSClusterNotAvailErr
+                       ? MB_ERR_NET
+                       : MB_ERR_BUS;
+    mb_errf(st, "%s: %s%s%s%s%s", what, text, code, extra ? " (" : "", extra ? last : "",
+            extra ? ")" : "");
+    return st;
 }
 
 /* ---- connection callbacks: one log line per event ------------------------ */

@@ -185,6 +185,15 @@ typedef struct {
     int64_t idle_return_ms;   /* return MB_OK after this long without
                                  messages; 0: never (until mb_bus_stop) */
     mb_bus_give_up_fn give_up; /* may be NULL; gets the consume ctx */
+    /* Outages (see "outages" below). probe: is what the handler needs
+     * besides NATS there? MB_ERR_NET / MB_ERR_TIMEOUT mean down. outage_over:
+     * called once after an outage that held records, with those records, what
+     * was down and for how long (the stage records it on their jobs). Both
+     * get probe_ctx; either may be NULL. */
+    mb_status (*probe)(void *probe_ctx);
+    void (*outage_over)(void *probe_ctx, const mb_bus_delivery *d, size_t n, const char *what,
+                        int64_t ms);
+    void *probe_ctx;
 } mb_bus_consume_opts;
 
 /* Pull from the durable consumer of the stage's work stream ("fetch",
@@ -206,6 +215,31 @@ void mb_bus_stop(void);
 bool mb_bus_stopping(void);
 /* SIGTERM and SIGINT call mb_bus_stop(). */
 mb_status mb_bus_install_signal_handlers(void);
+
+/* ---- outages ------------------------------------------------------------- *
+ *
+ * A NATS or Postgres outage costs no delivery and no dead letter:
+ *  - records whose handler answered RETRY while NATS is down (mb_bus_check)
+ *    or the consume probe says Postgres is down are not nak'ed: the loop
+ *    keeps them in hand (InProgress heartbeats, so AckWait never runs out),
+ *    checks every second, logs one line a minute, and hands them to the
+ *    handler again once everything answers;
+ *  - while a handler waits for Postgres to come back (db.h wait hook) the
+ *    records in hand are kept alive the same way (mb_bus_keepalive);
+ *  - a consume loop whose stream or consumer is gone (nats-server restarted
+ *    without its JetStream store) provisions everything again and goes on. */
+
+/* MB_OK when connected and every stream of this prefix exists. A missing
+ * stream is provisioned again (all streams and consumers, with the options
+ * of this process's last mb_bus_provision) and then MB_OK. MB_ERR_NET or
+ * MB_ERR_TIMEOUT when NATS or JetStream does not answer. */
+mb_status mb_bus_check(mb_bus *b);
+/* The connection is up (not reconnecting, not closed). */
+bool mb_bus_connected(mb_bus *b);
+/* InProgress for every record the calling thread's consume loop has in hand,
+ * at most every quarter AckWait; nothing outside a handler. Safe to call
+ * often, from code that waits on something else. */
+void mb_bus_keepalive(void);
 
 /* ---- dead letters -------------------------------------------------------- */
 

@@ -134,6 +134,36 @@ static void nap(int64_t ms)
     }
 }
 
+/* ---- records in hand ------------------------------------------------------ */
+
+/* The batch this thread's consume loop has handed to its handler (or holds
+ * through an outage), for mb_bus_keepalive. */
+static __thread struct {
+    mb_bus_delivery *d;
+    size_t n;
+    int64_t every_ms; /* a quarter of AckWait */
+    int64_t last_ms;
+} hand;
+
+static void hand_set(mb_bus_delivery *d, size_t n, int64_t every_ms)
+{
+    hand.d = d;
+    hand.n = n;
+    hand.every_ms = every_ms;
+    hand.last_ms = now_ms();
+}
+
+void mb_bus_keepalive(void)
+{
+    int64_t t = now_ms();
+    if (!hand.d || t - hand.last_ms < hand.every_ms)
+        return;
+    for (size_t i = 0; i < hand.n; i++)
+        if (hand.d[i].msg_)
+            natsMsg_InProgress((natsMsg *)hand.d[i].msg_, NULL);
+    hand.last_ms = t;
+}
+
 /* ---- dead letters -------------------------------------------------------- */
 
 /* Headers with server semantics are not copied onto the dead letter: the
@@ -317,6 +347,9 @@ typedef struct {
     natsSubscription *sub;
     int64_t max_deliver; /* <= 0: unlimited */
     int64_t ack_timeout_ms;
+    int64_t keepalive_ms;  /* InProgress interval for records held: AckWait / 4 */
+    int64_t last_check_ms; /* last look at the consumer (check_consumer) */
+    int64_t last_warn_ms;  /* rate limit of check_consumer's warnings */
 } loop_state;
 
 static void fill_delivery(mb_bus_delivery *d, natsMsg *m)
@@ -427,6 +460,9 @@ static mb_status subscribe(loop_state *ls)
     if (s != NATS_OK)
         return mb_bus_nats_err(s, jerr, "consumer info %s > %s", ls->stream, ls->stage);
     ls->max_deliver = ci->Config ? ci->Config->MaxDeliver : -1;
+    /* On 2.9 with a BackOff, AckWait is BackOff[0], the shortest wait. */
+    int64_t ack_wait = ci->Config && ci->Config->AckWait > 0 ? ci->Config->AckWait / 1000000 : 30000;
+    ls->keepalive_ms = ack_wait / 4 < 100 ? 100 : ack_wait / 4 > 15000 ? 15000 : ack_wait / 4;
     jsConsumerInfo_Destroy(ci);
     return MB_OK;
 }
@@ -533,6 +569,174 @@ static void clear_poison(loop_state *ls, mb_watch *w)
     }
 }
 
+/* ---- outages (bus.h) ----------------------------------------------------- */
+
+/* How often a held batch looks whether the outage is over, and how often it
+ * says it is still waiting. */
+#define OUTAGE_PROBE_MS 1000
+#define OUTAGE_LOG_MS 60000
+/* How often an idle loop makes sure its consumer still exists. */
+#define CONSUMER_CHECK_MS 5000
+
+/* Is NATS, or what the stage's probe covers (Postgres), down? what: why.
+ * *reprovisioned (may be NULL): a lost stream was provisioned again just
+ * now, so records that failed for its absence can be handled again at once. */
+static bool outage_ex(loop_state *ls, char *what, size_t cap, bool *reprovisioned)
+{
+    unsigned gen = mb_bus_provision_gen(ls->b);
+    mb_status rc = mb_bus_check(ls->b);
+    if (reprovisioned)
+        *reprovisioned = rc == MB_OK && mb_bus_provision_gen(ls->b) != gen;
+    if (rc == MB_ERR_NET || rc == MB_ERR_TIMEOUT) {
+        snprintf(what, cap, "%s", mb_err_last());
+        return true;
+    }
+    if (ls->o->probe) {
+        rc = ls->o->probe(ls->o->probe_ctx);
+        if (rc == MB_ERR_NET || rc == MB_ERR_TIMEOUT) {
+            snprintf(what, cap, "%s", mb_err_last());
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool outage(loop_state *ls, char *what, size_t cap)
+{
+    return outage_ex(ls, what, cap, NULL);
+}
+
+/* Move the records the handler wants retried to the front; their count. */
+static size_t retries_first(mb_bus_delivery *d, size_t n)
+{
+    size_t r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (d[i].verdict != MB_BUS_RETRY)
+            continue;
+        if (i != r) {
+            mb_bus_delivery t = d[r];
+            d[r] = d[i];
+            d[i] = t;
+        }
+        r++;
+    }
+    return r;
+}
+
+/* Keep d[0..n) in hand (InProgress) until the outage is over or a stop is
+ * requested. Returns how long it waited, in ms. */
+static int64_t hold(loop_state *ls, mb_bus_delivery *d, size_t n, size_t held,
+                    const char *what)
+{
+    const char *job = mb_bus_delivery_header(&d[0], "Mailbus-Job");
+    int64_t t0 = now_ms(), last_probe = t0, last_log = t0;
+    MB_WARN(job, NULL, "bus: %s: %s; holding %zu records (no delivery spent) until it is back",
+            ls->stage, what, held);
+    char now_what[MB_BUS_REASON_MAX];
+    while (!mb_bus_stopping()) {
+        hand_set(d, n, ls->keepalive_ms);
+        hand.last_ms = 0; /* due now */
+        mb_bus_keepalive();
+        for (int64_t slept = 0; slept < ls->keepalive_ms && slept < OUTAGE_PROBE_MS &&
+                                !mb_bus_stopping();
+             slept += 50)
+            nats_Sleep(50);
+        int64_t t = now_ms();
+        if (t - last_probe < OUTAGE_PROBE_MS)
+            continue;
+        last_probe = t;
+        if (!outage(ls, now_what, sizeof now_what))
+            break;
+        if (t - last_log >= OUTAGE_LOG_MS) {
+            MB_WARN(job, NULL, "bus: %s: still holding %zu records after %lld s: %s", ls->stage,
+                    held, (long long)((t - t0) / 1000), now_what);
+            last_log = t;
+        }
+    }
+    int64_t ms = now_ms() - t0;
+    if (!mb_bus_stopping())
+        MB_INFO(job, NULL, "bus: %s: back after %lld s; handling the %zu held records again",
+                ls->stage, (long long)(ms / 1000), held);
+    return ms;
+}
+
+/* Hand the batch to the handler; while records come back RETRY because
+ * NATS or Postgres is down, hold them and hand them over again once the
+ * outage is over (bus.h "outages"). */
+static void handle_batch(loop_state *ls, mb_bus_batch_fn fn, mb_bus_delivery *d, size_t n)
+{
+    hand_set(d, n, ls->keepalive_ms);
+    mb_bus_begin_batch(d, n);
+    fn(ls->ctx, d, n);
+    char what[MB_BUS_REASON_MAX];
+    size_t r;
+    bool reprovisioned = false;
+    while (!mb_bus_stopping() && (r = retries_first(d, n)) > 0 &&
+           (outage_ex(ls, what, sizeof what, &reprovisioned) || reprovisioned)) {
+        if (reprovisioned) {
+            MB_INFO(mb_bus_delivery_header(&d[0], "Mailbus-Job"), NULL,
+                    "bus: %s: streams provisioned again; handling %zu records again",
+                    ls->stage, r);
+        } else {
+            int64_t ms = hold(ls, d, n, r, what);
+            if (mb_bus_stopping())
+                break;
+            if (ls->o->outage_over)
+                ls->o->outage_over(ls->o->probe_ctx, d, r, what, ms);
+        }
+        for (size_t i = 0; i < r; i++) {
+            d[i].verdict = MB_BUS_RETRY;
+            d[i].retry_delay_ms = 0;
+            snprintf(d[i].reason, sizeof d[i].reason, "handler set no verdict");
+        }
+        hand_set(d, n, ls->keepalive_ms);
+        mb_bus_begin_batch(d, r);
+        fn(ls->ctx, d, r);
+    }
+    hand_set(NULL, 0, 0);
+}
+
+/* The consumer (or its stream) can vanish under a running loop: nats-server
+ * restarted without its JetStream store. Look now and then (and at once
+ * after an odd fetch status); if it is gone, provision everything again and
+ * subscribe anew. */
+static void check_consumer(loop_state *ls, natsMsg **msgs, int batch, bool odd)
+{
+    int64_t t = now_ms();
+    if (t - ls->last_check_ms < (odd ? 1000 : CONSUMER_CHECK_MS) || !mb_bus_connected(ls->b))
+        return;
+    ls->last_check_ms = t;
+    if (ls->sub) {
+        jsOptions jo;
+        jsOptions_Init(&jo);
+        jo.Wait = 2000;
+        jsConsumerInfo *ci = NULL;
+        jsErrCode jerr = 0;
+        natsStatus s = js_GetConsumerInfo(&ci, ls->b->js, ls->stream, ls->stage, &jo, &jerr);
+        jsConsumerInfo_Destroy(ci);
+        if (s == NATS_OK || !(s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr ||
+                              jerr == JSStreamNotFoundErr))
+            return; /* there, or the server does not answer yet: nothing to do */
+    }
+    char why[MB_BUS_PREFIX_MAX + 64];
+    snprintf(why, sizeof why, "consumer %s > %s is gone", ls->stream, ls->stage);
+    mb_status rc = ls->sub ? mb_bus_reprovision(ls->b, why) : MB_OK;
+    if (rc == MB_OK) {
+        unsubscribe(ls, msgs, batch);
+        rc = subscribe(ls);
+    }
+    if (rc == MB_OK) {
+        MB_INFO(NULL, NULL, "bus: consuming %s > %s again", ls->stream, ls->stage);
+    } else {
+        if (ls->sub)
+            unsubscribe(ls, msgs, batch);
+        if (t - ls->last_warn_ms >= 10000) {
+            MB_WARN(NULL, NULL, "bus: %s: %s; trying again", ls->stage, mb_err_last());
+            ls->last_warn_ms = t;
+        }
+    }
+}
+
 static bool fatal_status(natsStatus s)
 {
     return s == NATS_CONNECTION_CLOSED || s == NATS_INVALID_SUBSCRIPTION ||
@@ -591,9 +795,16 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
 
     int64_t idle_since = now_ms();
     int64_t last_err_log = 0;
+    ls.last_check_ms = idle_since;
     while (!mb_bus_stopping()) {
         int n = 0;
         int64_t t0 = now_ms();
+        if (!ls.sub) { /* lost with its consumer: check_consumer subscribes again */
+            check_consumer(&ls, msgs, batch, true);
+            if (!ls.sub)
+                nap(250);
+            continue;
+        }
         /* After a death during batch-level work, one record at a time, so
          * that a second death names its record (bus/watch.h). */
         int want = w && atomic_load(&w->isolate) > 0 ? 1 : batch;
@@ -614,6 +825,7 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
             /* An early return (stale status, disconnected) must not spin. */
             if (t1 - t0 < 50)
                 nap(s == NATS_TIMEOUT || s == NATS_NOT_FOUND ? 50 : 250);
+            check_consumer(&ls, msgs, batch, s != NATS_OK && s != NATS_TIMEOUT);
             if (o->idle_return_ms > 0 && now_ms() - idle_since >= o->idle_return_ms)
                 break;
             continue;
@@ -629,8 +841,7 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
             fill_delivery(&dels[k], msgs[k]);
             mb_watch_batch_add(k, dels[k].stream_seq, natsMsg_GetReply(msgs[k]));
         }
-        mb_bus_begin_batch(dels, (size_t)n);
-        fn(ctx, dels, (size_t)n);
+        handle_batch(&ls, fn, dels, (size_t)n);
         for (int k = 0; k < n; k++)
             settle(&ls, &dels[k]);
         mb_watch_idle();

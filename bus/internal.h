@@ -27,7 +27,24 @@ struct mb_bus {
     uint64_t async_dups;
     uint64_t async_failed;
     char async_err[256];
+
+    /* What the last successful mb_bus_provision asked for, so that a lost
+     * JetStream store can be provisioned again (health.c). Guarded by mu. */
+    bool prov_set;
+    unsigned prov_gen; /* successful provisionings so far */
+    mb_bus_provision_opts prov;
+    int64_t prov_backoff[16]; /* prov.backoff_ms points here */
 };
+
+/* Copy o (and its backoff schedule) into b for mb_bus_check; counts the
+ * provisioning in prov_gen. */
+void mb_bus_remember_provision(mb_bus *b, const mb_bus_provision_opts *o);
+/* Provision every stream and consumer again with the remembered options
+ * (why goes to the log). MB_ERR_NOTFOUND if this process never provisioned;
+ * a server that does not answer is MB_ERR_NET / MB_ERR_TIMEOUT. */
+mb_status mb_bus_reprovision(mb_bus *b, const char *why);
+/* prov_gen, read under mu. */
+unsigned mb_bus_provision_gen(mb_bus *b);
 
 /* Record a nats.c failure as an mb_errf message: "<what>: <nats text>
  * [<jetstream code>] (<last nats error>)" and return MB_ERR_BUS (or

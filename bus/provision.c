@@ -271,6 +271,7 @@ mb_status mb_bus_provision(mb_bus *b, const mb_bus_provision_opts *o)
         if (rc != MB_OK)
             return rc;
     }
+    mb_bus_remember_provision(b, o);
     MB_INFO(NULL, NULL, "bus: provisioned %s_* streams (ack_wait %lld ms, max_deliver %lld, "
             "%d backoff steps, max_ack_pending %lld)", b->upper, (long long)ack_wait,
             (long long)max_deliver, nbackoff, (long long)max_ack_pending);

@@ -7,6 +7,7 @@
 #include "util/env.h"
 #include "util/log.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -16,6 +17,8 @@
 #define MB_DB_BACKOFF_MAX_MS 2000
 #define MB_DB_MSG_MAX 1024 /* cleaned error text kept from libpq */
 #define MB_DB_STMT_SHORT 80 /* bytes of a statement quoted in errors */
+#define MB_DB_WAIT_STEP_MS 250 /* the wait hook runs at least this often */
+#define MB_DB_WARN_EVERY_S 60  /* one "not reachable" line per minute */
 
 typedef struct {
     char *name;      /* owned */
@@ -55,6 +58,35 @@ static void sleep_ms(long ms)
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0) {
     }
+}
+
+/* The wait hook (db.h): process-wide, set once at start-up. */
+static void (*_Atomic wait_hook)(void);
+
+void mb_db_set_wait_hook(void (*fn)(void)) { atomic_store(&wait_hook, fn); }
+
+/* Sleep ms while waiting for the server, running the wait hook every step. */
+static void wait_ms(long ms)
+{
+    while (ms > 0) {
+        void (*fn)(void) = atomic_load(&wait_hook);
+        if (fn)
+            fn();
+        long step = ms < MB_DB_WAIT_STEP_MS ? ms : MB_DB_WAIT_STEP_MS;
+        sleep_ms(step);
+        ms -= step;
+    }
+}
+
+/* One "not reachable" warning per minute per process, however many
+ * statements and connections wait for the same outage. */
+static _Atomic long last_warn_s;
+
+static bool warn_due(void)
+{
+    long now = (long)now_s(), last = atomic_load(&last_warn_s);
+    return (last == 0 || now - last >= MB_DB_WARN_EVERY_S) &&
+           atomic_compare_exchange_strong(&last_warn_s, &last, now);
 }
 
 /* Copy libpq's message into out on one line (libpq uses "\n\t" layouts) and
@@ -211,8 +243,8 @@ static void drop_conn(mb_db *db)
 }
 
 /* (Re)open the connection, retrying transient failures with exponential
- * backoff until the connect timeout. */
-static mb_status open_conn(mb_db *db)
+ * backoff for up to timeout_s seconds (0: one attempt). */
+static mb_status open_conn(mb_db *db, long timeout_s)
 {
     drop_conn(db);
     char ctimeout[24];
@@ -220,7 +252,7 @@ static mb_status open_conn(mb_db *db)
     const char *const keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
     const char *const vals[] = {db->dsn, ctimeout, "mailbus", NULL};
 
-    double deadline = now_s() + (double)db->timeout_s;
+    double deadline = now_s() + (double)timeout_s;
     long delay = MB_DB_BACKOFF_FIRST_MS;
     char msg[MB_DB_MSG_MAX];
     for (int attempt = 1;; attempt++) {
@@ -235,6 +267,7 @@ static mb_status open_conn(mb_db *db)
             if (attempt > 1 || db->gen > 1)
                 MB_INFO(NULL, NULL, "postgres %s: connected (attempt %d, session %u)", db->desc,
                         attempt, db->gen);
+            atomic_store(&last_warn_s, 0); /* the next outage is reported at once */
             return MB_OK;
         }
         clean_msg(db, PQerrorMessage(c), msg, sizeof msg);
@@ -243,17 +276,21 @@ static mb_status open_conn(mb_db *db)
             db->retryable = false;
             return mb_errf(MB_ERR_DB, "postgres %s: %s", db->desc, msg);
         }
+        if (timeout_s == 0) { /* a single attempt (mb_db_ping) */
+            db->retryable = true;
+            return mb_errf(MB_ERR_NET, "postgres %s: not reachable: %s", db->desc, msg);
+        }
         if (now_s() + (double)delay / 1000.0 > deadline) {
             db->retryable = true;
             return mb_errf(MB_ERR_TIMEOUT,
                            "postgres %s: not reachable after %ld s "
                            "(MAILBUS_PG_CONNECT_TIMEOUT): %s",
-                           db->desc, db->timeout_s, msg);
+                           db->desc, timeout_s, msg);
         }
-        if (attempt == 1)
+        if (attempt == 1 && warn_due())
             MB_WARN(NULL, NULL, "postgres %s: not reachable yet (%s); retrying for up to %ld s",
-                    db->desc, msg, db->timeout_s);
-        sleep_ms(delay);
+                    db->desc, msg, timeout_s);
+        wait_ms(delay);
         delay = delay * 2 > MB_DB_BACKOFF_MAX_MS ? MB_DB_BACKOFF_MAX_MS : delay * 2;
     }
 }
@@ -288,7 +325,7 @@ mb_status mb_db_connect(const char *dsn, mb_db **out)
         mb_db_free(db);
         return mb_errf(MB_ERR_NOMEM, "out of memory");
     }
-    if ((st = open_conn(db)) != MB_OK) {
+    if ((st = open_conn(db, db->timeout_s)) != MB_OK) {
         mb_db_free(db);
         return st;
     }
@@ -317,7 +354,7 @@ void mb_db_free(mb_db *db)
 PGconn *mb_db_conn(mb_db *db)
 {
     if ((!db->conn || PQstatus(db->conn) != CONNECTION_OK) && !db->in_tx)
-        if (open_conn(db) != MB_OK)
+        if (open_conn(db, db->timeout_s) != MB_OK)
             return NULL;
     return db->conn && PQstatus(db->conn) == CONNECTION_OK ? db->conn : NULL;
 }
@@ -375,7 +412,7 @@ static mb_status run(mb_db *db, int kind, const char *what, int nparams,
                                "postgres %s: connection lost inside a transaction; roll back "
                                "and retry the transaction (at: %s)", db->desc, stmt);
             }
-            mb_status st = open_conn(db);
+            mb_status st = open_conn(db, db->timeout_s);
             if (st != MB_OK)
                 return st;
         }
@@ -418,8 +455,9 @@ static mb_status run(mb_db *db, int kind, const char *what, int nparams,
             PQclear(res);
             drop_conn(db);
             if (!in_tx && !retried) {
-                MB_WARN(NULL, NULL, "postgres %s: connection lost (%s); reconnecting", db->desc,
-                        msg);
+                if (warn_due())
+                    MB_WARN(NULL, NULL, "postgres %s: connection lost (%s); reconnecting",
+                            db->desc, msg);
                 continue;
             }
             db->in_tx = in_tx; /* caller must still roll back */
@@ -576,4 +614,29 @@ mb_status mb_db_rollback(mb_db *db)
     if (st == MB_ERR_NET) /* the server discarded the transaction with the session */
         return MB_OK;
     return st;
+}
+
+/* ---- health ---------------------------------------------------------------- */
+
+mb_status mb_db_ping(mb_db *db)
+{
+    db->retryable = false;
+    if (db->conn && PQstatus(db->conn) == CONNECTION_OK) {
+        PGresult *res = PQexec(db->conn, "SELECT 1");
+        bool ok = res && result_ok(res);
+        PQclear(res);
+        if (ok)
+            return MB_OK;
+        if (PQstatus(db->conn) == CONNECTION_OK) { /* e.g. an aborted transaction */
+            char msg[MB_DB_MSG_MAX];
+            clean_msg(db, PQerrorMessage(db->conn), msg, sizeof msg);
+            return mb_errf(MB_ERR_DB, "postgres %s: ping: %s", db->desc, msg);
+        }
+        drop_conn(db);
+    }
+    db->retryable = true;
+    if (db->in_tx)
+        return mb_errf(MB_ERR_NET, "postgres %s: connection lost inside a transaction",
+                       db->desc);
+    return open_conn(db, 0);
 }

@@ -88,6 +88,20 @@ const char *mb_db_sqlstate(const mb_db *db);
 /* Increments on every (re)connect; session state is lost when it changes. */
 unsigned mb_db_generation(const mb_db *db);
 
+/* Is the server there? One round trip ("SELECT 1") on a live connection, or
+ * ONE connect attempt when the connection is down (no backoff, no wait for
+ * MAILBUS_PG_CONNECT_TIMEOUT). MB_OK, MB_ERR_NET (unreachable, starting up,
+ * shutting down; mb_db_retryable() true) or MB_ERR_DB (the server answers
+ * but refuses: authentication, a missing database, an aborted transaction). */
+mb_status mb_db_ping(mb_db *db);
+
+/* Called (from the waiting thread) at least every 250 ms while any mb_db of
+ * the process waits to reconnect, so that work held during an outage can be
+ * kept alive (stage.c heartbeats the records in hand). Process-wide; NULL
+ * removes it. The "not reachable" and "connection lost" warnings are logged
+ * at most once a minute per process, however many statements wait. */
+void mb_db_set_wait_hook(void (*fn)(void));
+
 /* Test hook: the n-th statement from now (1 = the next one; BEGIN/COMMIT
  * count, the automatic re-prepare does not) fails as if the connection had
  * dropped: its socket is shut down just before the statement is sent, so the

@@ -33,6 +33,143 @@ mb_status mb_stage_provision_opts(mb_bus_provision_opts *o)
     return MB_OK;
 }
 
+/* ---- outages: start-up waits, the consume probe, the job record ----------- */
+
+static bool server_away(mb_status s) { return s == MB_ERR_NET || s == MB_ERR_TIMEOUT; }
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One start-up wait step: a line at the first failure and then once a
+ * minute, a one-second pause (cut short by a stop). */
+static void start_wait(const char *what, int64_t t0, int64_t *last_log)
+{
+    int64_t t = mono_ms();
+    if (*last_log == 0 || t - *last_log >= 60000) {
+        MB_WARN(NULL, NULL, "%s: %s; waiting for it (%lld s so far)", what, mb_err_last(),
+                (long long)((t - t0) / 1000));
+        *last_log = t;
+    }
+    for (int i = 0; i < 20 && !mb_bus_stopping(); i++) {
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Postgres: connect, migrate, prepare; while the server is away, wait. */
+static mb_status start_db(mb_stage *st, const char *dsn, const char *where)
+{
+    int64_t t0 = mono_ms(), last_log = 0;
+    for (;;) {
+        mb_status s = mb_db_connect(dsn, &st->db);
+        if (!s) s = mb_db_migrate(st->db, NULL);
+        if (!s) s = mb_job_prepare(st->db);
+        if (!s || !server_away(s) || mb_bus_stopping()) {
+            if (!s && last_log)
+                MB_INFO(NULL, NULL, "postgres %s: up after %lld s", where,
+                        (long long)((mono_ms() - t0) / 1000));
+            return s;
+        }
+        mb_db_free(st->db);
+        st->db = NULL;
+        char what[160];
+        snprintf(what, sizeof what, "postgres %s", where);
+        start_wait(what, t0, &last_log);
+        if (mb_bus_stopping())
+            return mb_errf(MB_ERR_STOPPED, "stopped while waiting for postgres");
+    }
+}
+
+/* NATS: connect, provision; while the server (or JetStream) is away, wait. */
+static mb_status start_bus(mb_stage *st, const mb_bus_opts *bo, const mb_bus_provision_opts *po)
+{
+    int64_t t0 = mono_ms(), last_log = 0;
+    for (;;) {
+        mb_status s = mb_bus_connect(bo, &st->bus);
+        if (!s) s = mb_bus_provision(st->bus, po);
+        if (!s || !server_away(s) || mb_bus_stopping()) {
+            if (!s && last_log)
+                MB_INFO(NULL, NULL, "nats: up after %lld s", (long long)((mono_ms() - t0) / 1000));
+            return s;
+        }
+        mb_bus_free(st->bus);
+        st->bus = NULL;
+        start_wait("nats", t0, &last_log);
+        if (mb_bus_stopping())
+            return mb_errf(MB_ERR_STOPPED, "stopped while waiting for nats");
+    }
+}
+
+/* The consume probe (bus.h): is Postgres there? */
+static mb_status probe_db(void *ctx)
+{
+    mb_stage *st = ctx;
+    return mb_db_ping(st->db);
+}
+
+/* After an outage that held records: one problem per job of those records
+ * (not one per record), so the job shows what happened. */
+static void record_outage(void *ctx, const mb_bus_delivery *d, size_t n, const char *what,
+                          int64_t ms)
+{
+    mb_stage *st = ctx;
+    for (size_t i = 0; i < n; i++) {
+        const char *job = mb_bus_delivery_header(&d[i], "Mailbus-Job");
+        const char *acct = mb_bus_delivery_header(&d[i], "Mailbus-Account");
+        uint64_t j = 0, a = 0;
+        if (!job || !acct || mb_parse_u64(job, UINT64_MAX, &j) || mb_parse_u64(acct, UINT64_MAX, &a))
+            continue;
+        bool seen = false;
+        for (size_t k = 0; k < i && !seen; k++) {
+            const char *other = mb_bus_delivery_header(&d[k], "Mailbus-Job");
+            seen = other && !strcmp(other, job);
+        }
+        if (seen)
+            continue;
+        size_t mine = 0;
+        for (size_t k = 0; k < n; k++) {
+            const char *other = mb_bus_delivery_header(&d[k], "Mailbus-Job");
+            mine += other && !strcmp(other, job);
+        }
+        char why[MB_BUS_REASON_MAX + 128];
+        snprintf(why, sizeof why, "%s: %zu records held %lld s and handled again, no delivery "
+                 "spent: %s", st->name, mine, (long long)(ms / 1000), what);
+        if (mb_job_problem(st->db, j, a, "outage", why))
+            MB_WARN(job, acct, "recording the outage on the job: %s", mb_err_last());
+    }
+}
+
+bool mb_stage_wait_up(mb_stage *st, mb_status s)
+{
+    if (!server_away(s) || mb_bus_stopping())
+        return false;
+    int64_t t0 = mono_ms(), last_log = 0;
+    bool waited = false;
+    while (!mb_bus_stopping()) {
+        mb_status rc = mb_db_ping(st->db);
+        const char *what = "postgres";
+        if (!server_away(rc)) {
+            rc = mb_bus_check(st->bus);
+            what = "nats";
+        }
+        if (!server_away(rc))
+            break;
+        waited = true;
+        start_wait(what, t0, &last_log);
+    }
+    if (waited && !mb_bus_stopping())
+        MB_INFO(NULL, NULL, "servers answer again after %lld s",
+                (long long)((mono_ms() - t0) / 1000));
+    return waited;
+}
+
+/* While a handler waits for Postgres, its records in hand stay alive. */
+static void keep_hand_alive(void) { mb_bus_keepalive(); }
+
 int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned needs,
                    int default_batch, int argc, char **argv)
 {
@@ -65,6 +202,9 @@ int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned n
         }
     }
     st->consume.batch = st->batch;
+    st->consume.probe = probe_db;
+    st->consume.outage_over = record_outage;
+    st->consume.probe_ctx = st;
 
     /* Before any connection or thread exists: from here on this is the
      * worker (the supervisor returns its exit status). */
@@ -72,26 +212,28 @@ int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned n
     if (sv >= 0)
         return sv;
     mb_status s = mb_bus_install_signal_handlers();
+    mb_db_set_wait_hook(keep_hand_alive);
     mb_buf where = MB_BUF_INIT;
     const char *dsn = mb_env("MAILBUS_PG_DSN", MB_DEFAULT_PG_DSN);
-    if (!s) s = mb_db_connect(dsn, &st->db);
-    if (!s) s = mb_db_migrate(st->db, NULL);
-    if (!s) s = mb_job_prepare(st->db);
+    mb_db_dsn_describe(dsn, &where);
+    /* A server that is away at start is waited for, not a reason to exit. */
+    if (!s) s = start_db(st, dsn, mb_buf_cstr(&where));
     if (s) {
-        mb_db_dsn_describe(dsn, &where);
-        MB_ERROR(NULL, NULL, "postgres %s: %s", mb_buf_cstr(&where), mb_err_last());
+        if (s != MB_ERR_STOPPED)
+            MB_ERROR(NULL, NULL, "postgres %s: %s", mb_buf_cstr(&where), mb_err_last());
         mb_buf_free(&where);
         return mb_stage_finish(st, s);
     }
+    mb_buf_free(&where);
     char cname[64];
     snprintf(cname, sizeof cname, "mailbus-%s", name);
     mb_bus_opts bo = {.name = cname};
     mb_bus_provision_opts po;
     s = mb_stage_provision_opts(&po);
-    if (!s) s = mb_bus_connect(&bo, &st->bus);
-    if (!s) s = mb_bus_provision(st->bus, &po);
+    if (!s) s = start_bus(st, &bo, &po);
     if (s) {
-        MB_ERROR(NULL, NULL, "nats: %s", mb_err_last());
+        if (s != MB_ERR_STOPPED)
+            MB_ERROR(NULL, NULL, "nats: %s", mb_err_last());
         return mb_stage_finish(st, s);
     }
     if (needs & MB_STAGE_BLOBS) {

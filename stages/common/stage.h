@@ -34,6 +34,17 @@ typedef struct {
  * text for --help, after the "usage:" line. */
 int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned needs,
                    int default_batch, int argc, char **argv);
+/* Outages. mb_stage_start waits for Postgres and NATS (a line a minute)
+ * instead of exiting when either is away, and sets st->consume so that
+ * mb_bus_consume holds records through an outage (bus.h "outages") and
+ * records each outage once per job ("outage" in sync_history). For loops
+ * outside mb_bus_consume (the scan stage's passes): after a pass failed with
+ * s, mb_stage_wait_up waits while s says a server is away (MB_ERR_NET,
+ * MB_ERR_TIMEOUT) until Postgres and NATS both answer, logging once a
+ * minute, and returns whether it waited; it returns at once otherwise or on
+ * mb_bus_stop(). */
+bool mb_stage_wait_up(mb_stage *st, mb_status s);
+
 /* Close everything; returns the exit code for main. */
 int mb_stage_finish(mb_stage *st, mb_status s);
 
