@@ -13,6 +13,7 @@
 
 #include "schemas/schema.h"
 #include "stages/common/job.h"
+#include "util/env.h"
 #include "util/log.h"
 
 #include <inttypes.h>
@@ -43,6 +44,7 @@ typedef struct {
     size_t n;
     mb_bus_delivery *d;
     mb_status werr;   /* blob store failure inside the callback */
+    bool busy;        /* no connection slot was free */
 } task_ctx;
 
 mb_status mb_fetcher_init(mb_fetcher *f, mb_stage *st)
@@ -52,15 +54,19 @@ mb_status mb_fetcher_init(mb_fetcher *f, mb_stage *st)
     mb_bus_provision_opts po;
     mb_status s = mb_stage_provision_opts(&po);
     f->max_deliver = po.max_deliver;
+    f->slot.account_slot = f->slot.host_slot = -1;
+    if (!s) s = mb_env_int("MAILBUS_IMAP_SLOT_WAIT_MS", 30000, 0, 3600000L, &f->slot_wait_ms);
     return s;
 }
 
+/* Close the connection, then give its slot back. */
 static void drop_source(mb_fetcher *f)
 {
     mb_source_free(f->src);
     f->src = NULL;
     free(f->folder);
     f->folder = NULL;
+    mb_conn_slot_release(&f->slot);
 }
 
 void mb_fetcher_free(mb_fetcher *f)
@@ -70,16 +76,36 @@ void mb_fetcher_free(mb_fetcher *f)
     f->account_id = 0;
 }
 
-static mb_status ensure_source(mb_fetcher *f, uint64_t account_id)
+/* While waiting for a connection slot: keep the task ours. */
+static bool slot_tick(void *ctx)
 {
-    if (f->src && f->account_id == account_id)
-        return MB_OK;
+    mb_bus_in_progress(ctx);
+    return !mb_bus_stopping();
+}
+
+/* Connected to the task's account, holding a connection slot. Waits for a
+ * slot up to slot_wait_ms (on the task's last allowed delivery: as long as it
+ * takes), then MB_ERR_TIMEOUT with *busy set. */
+static mb_status ensure_source(mb_fetcher *f, uint64_t account_id, mb_bus_delivery *d, bool *busy)
+{
+    if (f->src && f->account_id == account_id) {
+        mb_status s = mb_conn_slot_renew(&f->slot);
+        if (s != MB_ERR_NOTFOUND)
+            return s;
+        MB_WARN(NULL, f->account.name, "%s; reconnecting", mb_err_last());
+    }
     mb_fetcher_free(f);
     char a[24];
     char *secret = NULL;
     mb_status s = mb_account_load(f->st->db, f->st->key, mb_u64s(a, account_id), &f->account, &secret);
     if (!s) s = mb_account_source(&f->account, secret, &f->src);
     mb_account_secret_free(secret);
+    if (!s) {
+        long wait = d->deliveries >= (uint64_t)f->max_deliver ? -1 : f->slot_wait_ms;
+        s = mb_conn_slot_take(f->st->db, account_id, f->account.host, f->account.port, wait,
+                              slot_tick, d, &f->slot);
+        *busy = s == MB_ERR_TIMEOUT;
+    }
     if (!s) s = mb_source_connect(f->src);
     if (s) {
         drop_source(f);
@@ -173,7 +199,7 @@ static mb_status download(task_ctx *tc, const char *jobs)
             i = j;
             continue;
         }
-        s = ensure_source(f, tc->t->account_id);
+        s = ensure_source(f, tc->t->account_id, tc->d, &tc->busy);
         if (!s) s = ensure_folder(f, tc->t);
         if (!s) s = mb_source_fetch(f->src, uids, k, on_message, tc);
         if (!s && tc->werr)
@@ -341,6 +367,14 @@ static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
         mb_bus_retry(d, 0, "stage stopping");
         goto out;
     }
+    if (s == MB_ERR_TIMEOUT && tc.busy) {
+        /* Not a failure: another process holds every slot. Back to the
+         * stream, so this process can serve another account meanwhile. */
+        MB_INFO(jobs, f->account.name, "chunk %" PRIu64 ": %s; handing it back", t.chunk_id,
+                mb_err_last());
+        mb_bus_retry(d, 1000, "%s", mb_err_last());
+        goto out;
+    }
     if (s) {
         if (d->deliveries >= (uint64_t)f->max_deliver) {
             give_up(&tc, mb_err_last());
@@ -370,6 +404,7 @@ static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
             t.items.n);
     mb_bus_done(d);
 out:
+    drop_source(f); /* an idle process holds no connection and no slot */
     free(tc.ms);
     free(uids);
     free(have);
