@@ -237,9 +237,9 @@ static int select_one(void *vctx, uint64_t dlq_seq, const mb_rec_dead *rec)
     selection *sel = vctx;
     if (sel->before_ms && rec->ts_ms >= sel->before_ms)
         return 0;
-    uint64_t *nv = realloc(sel->seqs, (sel->n + 1) * sizeof *nv);
+    uint64_t *nv = mb_grow(sel->seqs, sel->n, sizeof *nv);
     if (!nv) {
-        sel->err = mb_errf(MB_ERR_NOMEM, "dlq: %zu sequences", sel->n + 1);
+        sel->err = mb_err_wrap(MB_ERR_NOMEM, "dlq: %zu sequences", sel->n + 1);
         return 1;
     }
     sel->seqs = nv;

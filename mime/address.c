@@ -164,7 +164,7 @@ static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
         s = s ? s : MB_ERR_NOMEM;
         goto done;
     }
-    mb_address *nv = realloc(out->v, (out->n + 1) * sizeof *nv);
+    mb_address *nv = mb_grow(out->v, out->n, sizeof *nv);
     if (!nv) {
         free(a.name);
         free(a.addr);

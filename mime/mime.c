@@ -31,7 +31,7 @@ void mb_mime_defect(mb_mime_defects *d, const char *fmt, ...)
     if (mb_mime_to_utf8(NULL, msg, strlen(msg), &u, NULL) == MB_OK)
         s = mb_strndup(mb_buf_cstr(&u), u.len);
     mb_buf_free(&u);
-    char **nv = s ? realloc(d->v.v, (d->v.n + 1) * sizeof *nv) : NULL;
+    char **nv = s ? mb_grow(d->v.v, d->v.n, sizeof *nv) : NULL;
     if (!nv) {
         free(s);
         d->nomem = true;
@@ -130,7 +130,7 @@ static mb_status parse_ids(const char *v, size_t n, mb_strv *out, size_t max)
         mb_buf_reset(&u);
         if ((s = mb_mime_to_utf8(NULL, a, (size_t)(e - a), &u, NULL)))
             break;
-        char **nv = realloc(out->v, (out->n + 1) * sizeof *nv);
+        char **nv = mb_grow(out->v, out->n, sizeof *nv);
         char *id = mb_strndup(mb_buf_cstr(&u), u.len);
         if (!nv || !id) {
             if (nv)
@@ -414,7 +414,7 @@ static mb_status add_attachment(mime_leaf *l, char *buf, EVP_MD_CTX *md, mb_mime
         free(a.filename != l->filename ? a.filename : NULL);
         return MB_ERR_NOMEM;
     }
-    mb_attachment *nv = realloc(r->attachments.v, (r->attachments.n + 1) * sizeof *nv);
+    mb_attachment *nv = mb_grow(r->attachments.v, r->attachments.n, sizeof *nv);
     if (!nv) {
         free(a.sha256);
         if (a.filename != l->filename)

@@ -117,7 +117,7 @@ mb_status mb_mime_params_parse(const char *in, size_t n, mb_mime_params *out)
             pr.section = (int)sec;
             nl = (size_t)(star - nm);
         }
-        void *np = realloc(out->p, (out->n + 1) * sizeof *out->p);
+        void *np = mb_grow(out->p, out->n, sizeof *out->p);
         if (!np) { s = mb_errf(MB_ERR_NOMEM, "mime params"); goto fail; }
         out->p = np;
         pr.name = mb_strndup(nm, nl);

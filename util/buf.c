@@ -161,3 +161,18 @@ char *mb_strndup(const char *s, size_t n)
 }
 
 char *mb_strdup(const char *s) { return mb_strndup(s, strlen(s)); }
+
+void *mb_grow(void *v, size_t n, size_t size)
+{
+    if (n & (n - 1)) /* not 0 and not a power of two: room up to the next one */
+        return v;
+    size_t cap = n ? n * 2 : 1;
+    if (!size || cap > SIZE_MAX / size || cap < n) {
+        mb_errf(MB_ERR_TOOBIG, "array of %zu elements of %zu bytes is too large", cap, size);
+        return NULL;
+    }
+    void *p = realloc(v, cap * size);
+    if (!p)
+        mb_errf(MB_ERR_NOMEM, "cannot grow an array to %zu elements", cap);
+    return p;
+}

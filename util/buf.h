@@ -43,4 +43,13 @@ char *mb_buf_steal(mb_buf *b);
 char *mb_strdup(const char *s);
 char *mb_strndup(const char *s, size_t n);
 
+/* Room for element n of array v (n elements of size bytes), for arrays that
+ * grow one element at a time: used like realloc(v, (n + 1) * size), but the
+ * capacity doubles (it is implied by n: the next power of two), so n appends
+ * copy O(n) bytes in all, not O(n^2) (3,000 attachments of one message took
+ * 1.8 s under ASan). Returns v or its new place; NULL (mb_errf, v untouched
+ * and still owned by the caller) on failure. Only for arrays grown by
+ * this function alone, from NULL (or from one malloc'd element). */
+void *mb_grow(void *v, size_t n, size_t size);
+
 #endif

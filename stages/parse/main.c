@@ -92,7 +92,7 @@ static mb_status encode_fitting(parser *p, mb_rec_parsed *rec)
                 snprintf(why, sizeof why, "parsed record of %zu bytes exceeds the bus limit "
                          "of %zu: only the first of %zu attachments recorded", p->enc.len, max,
                          all);
-                char **nv = realloc(rec->defects.v, (rec->defects.n + 1) * sizeof *nv);
+                char **nv = mb_grow(rec->defects.v, rec->defects.n, sizeof *nv);
                 if (!nv || !(nv[rec->defects.n] = mb_strdup(why))) {
                     if (nv)
                         rec->defects.v = nv;

@@ -1,4 +1,4 @@
-/* test_util.c — mb_buf, error text, number parsing, log line escaping. */
+/* test_util.c — mb_buf, mb_grow, error text, number parsing, log line escaping. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -26,6 +26,31 @@ static void test_buf_grow_and_json(void **state)
     assert_int_equal(mb_buf_json_str(&b, in, sizeof in - 1), MB_OK);
     assert_string_equal(mb_buf_cstr(&b), "\"a\\\"b\\\\\\n\\u0001\xEF\xBF\xBD\xC3\xA9\"");
     mb_buf_free(&b);
+}
+
+/* mb_grow: element n is always writable (ASan would catch a short array),
+ * and the array moves only when n reaches a power of two. */
+static void test_grow(void **state)
+{
+    (void)state;
+    int *v = NULL;
+    size_t moves = 0;
+    for (size_t n = 0; n < 5000; n++) {
+        int *nv = mb_grow(v, n, sizeof *nv);
+        assert_non_null(nv);
+        if (n & (n - 1))
+            assert_ptr_equal(nv, v);
+        else
+            moves++;
+        v = nv;
+        v[n] = (int)n;
+    }
+    assert_int_equal(moves, 14); /* 0, 1, 2, 4, ..., 4096 */
+    for (size_t n = 0; n < 5000; n++)
+        assert_int_equal(v[n], (int)n);
+    assert_null(mb_grow(v, (size_t)1 << 62, 16));
+    assert_non_null(strstr(mb_err_last(), "too large"));
+    free(v);
 }
 
 static void test_errors_name_input(void **state)
@@ -96,6 +121,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_grow_and_json),
+        cmocka_unit_test(test_grow),
         cmocka_unit_test(test_errors_name_input),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_log_escapes),
