@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -50,12 +51,13 @@ struct mb_blob_store {
     int fault_n;
     int fault_errno;
     uint64_t seq;
+    char host[65];       /* gethostname(): temp names say whose they are */
 };
 
 struct mb_blob_writer {
     mb_blob_store *s;
     int fd;
-    char tmpname[64];
+    char tmpname[160];
     EVP_MD_CTX *md;
     uint64_t size;
     size_t blen;
@@ -336,6 +338,8 @@ mb_status mb_blob_store_open(const char *root, mb_blob_store **out)
     s->rootfd = s->tmpfd = -1;
     pthread_mutex_init(&s->mu, NULL);
     s->mode = MB_BLOB_SYNC_FS;
+    if (gethostname(s->host, sizeof s->host - 1) != 0 || !s->host[0])
+        strcpy(s->host, "localhost");
     s->root = strdup(root);
     s->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
     if (!s->root || !s->sha256) {
@@ -366,7 +370,8 @@ mb_status mb_blob_store_open(const char *root, mb_blob_store **out)
         return st;
     }
     if (removed)
-        MB_INFO(NULL, NULL, "blob store %s: removed %u stale temp files", root, removed);
+        MB_INFO(NULL, NULL, "blob store %s: removed %u temp files of dead or stale writers", root,
+                removed);
     *out = s;
     return MB_OK;
 }
@@ -409,6 +414,23 @@ void mb_blob_fault_after(mb_blob_store *s, int n, int errno_value)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Whether temp file name was made by a writer on this host whose process is
+ * gone (killed mid-write): "w.<pid>.<seq>.<time>.<attempt>.<host>". A name of
+ * another host, or of a live process, or not of this form, is not. */
+static bool writer_dead(const mb_blob_store *s, const char *name)
+{
+    if (strncmp(name, "w.", 2) != 0)
+        return false;
+    char *e;
+    long pid = strtol(name + 2, &e, 10);
+    const char *host = e;
+    for (int dots = 0; *host && dots < 4; host++)
+        dots += *host == '.';
+    if (e == name + 2 || *e != '.' || pid <= 0 || pid == (long)getpid() || strcmp(host, s->host))
+        return false;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
 mb_status mb_blob_cleanup_tmp(mb_blob_store *s, int older_than_minutes, unsigned *removed)
 {
     if (removed)
@@ -431,7 +453,7 @@ mb_status mb_blob_cleanup_tmp(mb_blob_store *s, int older_than_minutes, unsigned
         if (fstatat(s->tmpfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
             !S_ISREG(sb.st_mode))
             continue;
-        if (older_than_minutes > 0 && sb.st_mtime >= cutoff)
+        if (older_than_minutes > 0 && sb.st_mtime >= cutoff && !writer_dead(s, de->d_name))
             continue;
         if (unlinkat(s->tmpfd, de->d_name, 0) == 0)
             n++;
@@ -462,11 +484,12 @@ mb_status mb_blob_writer_open(mb_blob_store *s, mb_blob_writer **out)
     pthread_mutex_lock(&s->mu);
     uint64_t seq = ++s->seq;
     pthread_mutex_unlock(&s->mu);
-    /* pid + sequence is unique among live writers; the time part keeps names
-     * from a recycled pid apart from crash leftovers. */
+    /* pid + sequence + host is unique among live writers; the time part keeps
+     * names from a recycled pid apart from crash leftovers; pid and host let
+     * the next store open on this host remove a killed writer's file. */
     for (int attempt = 0;; attempt++) {
-        snprintf(w->tmpname, sizeof w->tmpname, "w.%ld.%llu.%ld.%d", (long)getpid(),
-                 (unsigned long long)seq, (long)time(NULL), attempt);
+        snprintf(w->tmpname, sizeof w->tmpname, "w.%ld.%llu.%ld.%d.%s", (long)getpid(),
+                 (unsigned long long)seq, (long)time(NULL), attempt, s->host);
         w->fd = openat(s->tmpfd, w->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
         if (w->fd >= 0)
             break;

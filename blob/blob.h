@@ -63,7 +63,8 @@ typedef enum {
 } mb_blob_sync_mode;
 
 /* Temp files older than this at open time are crash leftovers (a live writer
- * never takes this long) and are removed by mb_blob_store_open(). */
+ * never takes this long) and are removed by mb_blob_store_open(), as are, at
+ * once, those of a writer on this host whose process no longer exists. */
 #define MB_BLOB_STALE_TMP_MINUTES 60
 
 /* Open (creating root and root/tmp if needed) and clean stale temp files. */
@@ -72,8 +73,9 @@ void mb_blob_store_free(mb_blob_store *s);
 const char *mb_blob_store_root(const mb_blob_store *s);
 void mb_blob_set_sync_mode(mb_blob_store *s, mb_blob_sync_mode mode);
 
-/* Remove files in root/tmp/ last modified more than older_than_minutes ago
- * (0 removes all — only safe when no other writer shares the store). */
+/* Remove files in root/tmp/ last modified more than older_than_minutes ago,
+ * and those of dead writers on this host (0 removes all — only safe when no
+ * other writer shares the store). */
 mb_status mb_blob_cleanup_tmp(mb_blob_store *s, int older_than_minutes, unsigned *removed);
 
 /* Streaming writer: hashes incrementally, buffers at most 64 KB in memory. */

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char EMPTY_SHA[] =
@@ -357,6 +359,47 @@ static void test_stale_tmp_cleanup(void **state)
     assert_int_equal(count_dir(f->root, "tmp"), 0);
 }
 
+static void touch_tmp(const char *root, char *path, size_t cap, long pid, const char *host)
+{
+    snprintf(path, cap, "%s/tmp/w.%ld.7.%ld.0.%s", root, pid, (long)time(NULL), host);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fputs("partial", fp);
+    fclose(fp);
+}
+
+/* A writer killed mid-write (kill -9 of fetch) leaves its temp file; the next
+ * store open on the same host removes it at once, as its pid is gone. */
+static void test_dead_writer_tmp(void **state)
+{
+    fixture *f = *state;
+    char host[65] = {0}, dead[512], live[512], other[512];
+    assert_int_equal(gethostname(host, sizeof host - 1), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0)
+        _exit(0);
+    assert_int_equal(waitpid(child, NULL, 0), child); /* reaped: the pid is gone */
+    touch_tmp(f->root, dead, sizeof dead, (long)child, host);
+    touch_tmp(f->root, live, sizeof live, (long)getppid(), host);
+    touch_tmp(f->root, other, sizeof other, (long)child, "another-host.example");
+    mb_blob_store_free(f->s);
+    assert_int_equal(mb_blob_store_open(f->root, &f->s), MB_OK);
+    assert_int_equal(access(dead, F_OK), -1);
+    assert_int_equal(access(live, F_OK), 0);  /* its writer may still be writing */
+    assert_int_equal(access(other, F_OK), 0); /* pids of another host mean nothing here */
+    /* A writer of this process keeps its file while the store is opened again. */
+    mb_blob_writer *w = NULL;
+    assert_int_equal(mb_blob_writer_open(f->s, &w), MB_OK);
+    assert_int_equal(mb_blob_write(w, "x", 1), MB_OK);
+    mb_blob_store *again = NULL;
+    assert_int_equal(mb_blob_store_open(f->root, &again), MB_OK);
+    mb_blob_store_free(again);
+    assert_int_equal(count_dir(f->root, "tmp"), 3);
+    mb_blob_writer_abort(w);
+    assert_int_equal(count_dir(f->root, "tmp"), 2);
+}
+
 static void test_bad_root(void **state)
 {
     (void)state;
@@ -379,6 +422,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_fault_fs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_fault_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_tmp_cleanup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_writer_tmp, setup, teardown),
         cmocka_unit_test(test_bad_root),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
