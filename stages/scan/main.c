@@ -77,8 +77,11 @@ int main(int argc, char **argv)
             s = mb_errf(MB_ERR_INTERNAL, "cannot start the scanner thread");
     }
     while (!s && !mb_bus_stopping()) {
-        if (mb_scan_coordinate(&sc))
+        mb_status cs = mb_scan_coordinate(&sc);
+        if (cs) {
             MB_WARN(NULL, NULL, "coordinating: %s", mb_err_last());
+            mb_stage_wait_up(&st, cs); /* Postgres or NATS away: quietly until back */
+        }
         /* Short passes: a finished chunk is replaced, and a finished job
          * completed, within 100 ms. */
         nap_ms(100);

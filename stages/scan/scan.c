@@ -5,9 +5,11 @@
  * bounded), then cut into chunks (job.c). A job interrupted by a crash is
  * simply scanned again: nothing is published before the scan completes.
  * The scan of a job is a lease (lease.h), renewed as the scan goes on: a
- * copy that died leaves it to another once the lease expires. */
+ * copy that died leaves it to another once the lease expires. Its IMAP
+ * connection holds a connection slot (connlimit.h), as fetch's do. */
 #include "schemas/schema.h"
 #include "sources/account.h"
+#include "sources/connlimit.h"
 #include "stages/common/job.h"
 #include "stages/common/lease.h"
 #include "stages/scan/scan.h"
@@ -29,6 +31,7 @@ typedef struct {
     uint64_t job, folder_id;
     const char *lease;
     int64_t renewed_ms;   /* when the lease was last renewed */
+    mb_conn_slot *slot;   /* the connection's slot, renewed with the lease */
     mb_fetch_item *v;
     size_t n;
     size_t total;         /* messages of the folder so far */
@@ -55,6 +58,8 @@ static void batch_clear(folder_scan *fs)
  * another copy (this one stalled past its expiry) stops this scan. */
 static mb_status keep_lease(folder_scan *fs)
 {
+    if (mb_conn_slot_renew(fs->slot) == MB_ERR_NOTFOUND) /* transient: scanned again */
+        return mb_errf(MB_ERR_NET, "IMAP connection slot lost (%s)", mb_err_last());
     int64_t now = mono_ms();
     if (now - fs->renewed_ms < mb_lease_ttl_ms() / 3)
         return MB_OK;
@@ -153,14 +158,28 @@ static mb_status save_folder(mb_db *db, uint64_t account, const mb_folder_info *
     return MB_OK;
 }
 
+/* While waiting for a connection slot (all of the account's or server's are
+ * in use): stop when the stage stops. */
+static bool slot_tick(void *ctx)
+{
+    (void)ctx;
+    return !mb_bus_stopping();
+}
+
 /* Scan with the job's source; returns MB_ERR_AUTH etc. for the job error. */
 static mb_status scan_account(mb_scan *sc, uint64_t job, const char *lease, const mb_account *a,
-                              mb_source *src, const mb_rec_command *opt, const char *jobs)
+                              mb_source *src, mb_conn_slot *slot, const mb_rec_command *opt,
+                              const char *jobs)
 {
     mb_db *db = sc->scan_db;
     int64_t since, until;
     mb_status s = mb_scan_parse_day(opt->since, &since);
     if (!s) s = mb_scan_parse_day(opt->until, &until);
+    /* None free within MAILBUS_IMAP_SLOT_WAIT_MS is a transient failure: the
+     * job stays scanning and is tried again. */
+    long wait_ms = 0;
+    if (!s) s = mb_env_int("MAILBUS_IMAP_SLOT_WAIT_MS", 30000, 0, 3600000L, &wait_ms);
+    if (!s) s = mb_conn_slot_take(db, a->id, a->host, a->port, wait_ms, slot_tick, NULL, slot);
     if (!s) s = mb_source_connect(src);
     mb_folder_info *fl = NULL;
     size_t nf = 0;
@@ -169,7 +188,7 @@ static mb_status scan_account(mb_scan *sc, uint64_t job, const char *lease, cons
         return s;
     mb_job_cut cut = {0};
     size_t chosen = 0;
-    folder_scan fsc = {.db = db, .job = job, .lease = lease, .renewed_ms = mono_ms()};
+    folder_scan fsc = {.db = db, .job = job, .lease = lease, .renewed_ms = mono_ms(), .slot = slot};
     if (!(fsc.v = calloc(SCAN_BATCH, sizeof *fsc.v)))
         s = mb_errf(MB_ERR_NOMEM, "scan batch of %d", SCAN_BATCH);
     for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
@@ -180,6 +199,8 @@ static mb_status scan_account(mb_scan *sc, uint64_t job, const char *lease, cons
         fsc.total = 0;
         s = mb_source_open_folder(src, fl[i].name, &fs);
         if (!s) s = save_folder(db, a->id, &fl[i], &fs, &fsc.folder_id);
+        if (!s && fl[i].problem)
+            mb_job_problem(db, job, a->id, "scan", fl[i].problem);
         if (!s) s = mb_job_folder_begin(db, job, fsc.folder_id);
         if (!s) s = mb_source_scan(src, since, until, on_msg, &fsc);
         if (!s) s = batch_write(&fsc);
@@ -231,6 +252,7 @@ mb_status mb_scan_job(mb_scan *sc, uint64_t job)
     mb_account a = {0};
     char *secret = NULL;
     mb_source *src = NULL;
+    mb_conn_slot slot = {.account_slot = -1, .host_slot = -1};
     mb_job_info info;
     s = mb_job_get(db, job, &info);
     if (!s && strcmp(info.status, "scanning"))
@@ -245,7 +267,7 @@ mb_status mb_scan_job(mb_scan *sc, uint64_t job)
     if (!s) s = mb_account_source(&a, secret, &src);
     if (!s) {
         MB_INFO(jobs, a.name, "scanning");
-        s = scan_account(sc, job, lease, &a, src, &opt, jobs);
+        s = scan_account(sc, job, lease, &a, src, &slot, &opt, jobs);
     }
     if (s == MB_ERR_STOPPED || (s == MB_OK && mb_bus_stopping())) {
         if (s)
@@ -290,6 +312,7 @@ out:
     if (o)
         PQclear(o);
     mb_source_free(src);
+    mb_conn_slot_release(&slot); /* after the connection is dropped */
     mb_account_secret_free(secret);
     mb_account_free(&a);
     mb_rec_free(&mb_type_command, &opt);
