@@ -73,7 +73,7 @@ typedef struct {
      * BackOff[0], so the first backoff entry IS the ack wait. */
     int64_t ack_wait_ms;        /* 0: 60000 (== backoff[0] when a backoff is used) */
     int64_t max_deliver;        /* 0: 8; must be > backoff_len */
-    const int64_t *backoff_ms;  /* NULL: {ack_wait, 2m, 5m, 10m, 30m} */
+    const int64_t *backoff_ms;  /* NULL: ack_wait x {1, 2, 4, 8, 16} */
     int backoff_len;
     bool no_backoff;            /* plain AckWait redelivery, no schedule */
     int64_t max_ack_pending;    /* 0: 4096 (>= copies x batch) */

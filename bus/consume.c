@@ -346,6 +346,9 @@ typedef struct {
     char stream[MB_BUS_PREFIX_MAX + 32];
     natsSubscription *sub;
     int64_t max_deliver; /* <= 0: unlimited */
+    int64_t ack_wait_ms;   /* the consumer's AckWait */
+    int64_t backoff_ms[16]; /* its BackOff schedule (nak_delay) */
+    int nbackoff;
     int64_t ack_timeout_ms;
     int64_t keepalive_ms;  /* InProgress interval for records held: AckWait / 4 */
     int64_t last_check_ms; /* last look at the consumer (check_consumer) */
@@ -393,6 +396,26 @@ static void settle_dead(loop_state *ls, mb_bus_delivery *d, const char *reason)
     }
 }
 
+/* The delay to nak a retried record with, so that it comes back after the
+ * handler's retry_delay_ms. JetStream (2.9.10, and still 2.14) brings a
+ * record nak'ed with delay D back after BackOff[i] - AckWait + D, where i is
+ * its redeliveries so far (capped at the last step): with the default
+ * schedule a record's second retry of 1 s came back after 2 minutes. So the
+ * step's excess over AckWait is taken off D; where it is larger than the
+ * handler's delay, the schedule wins (retries of a record that keeps
+ * failing come back later and later: the schedule is a floor). */
+static int64_t nak_delay(const loop_state *ls, const mb_bus_delivery *d)
+{
+    int64_t want = d->retry_delay_ms;
+    if (ls->nbackoff <= 0 || d->deliveries < 1)
+        return want;
+    uint64_t i = d->deliveries - 1;
+    if (i >= (uint64_t)ls->nbackoff)
+        i = (uint64_t)ls->nbackoff - 1;
+    int64_t excess = ls->backoff_ms[i] - ls->ack_wait_ms;
+    return want - excess > 0 ? want - excess : 1;
+}
+
 static void settle(loop_state *ls, mb_bus_delivery *d)
 {
     natsMsg *m = d->msg_;
@@ -414,7 +437,7 @@ static void settle(loop_state *ls, mb_bus_delivery *d)
                      (unsigned long long)d->deliveries);
             settle_dead(ls, d, reason);
         } else if (d->retry_delay_ms > 0) {
-            natsMsg_NakWithDelay(m, d->retry_delay_ms, NULL);
+            natsMsg_NakWithDelay(m, nak_delay(ls, d), NULL);
         } else {
             natsMsg_Nak(m, NULL);
         }
@@ -462,6 +485,11 @@ static mb_status subscribe(loop_state *ls)
     ls->max_deliver = ci->Config ? ci->Config->MaxDeliver : -1;
     /* On 2.9 with a BackOff, AckWait is BackOff[0], the shortest wait. */
     int64_t ack_wait = ci->Config && ci->Config->AckWait > 0 ? ci->Config->AckWait / 1000000 : 30000;
+    ls->ack_wait_ms = ack_wait;
+    ls->nbackoff = 0;
+    for (int i = 0; ci->Config && i < ci->Config->BackOffLen &&
+                    i < (int)MB_ARRAY_LEN(ls->backoff_ms); i++)
+        ls->backoff_ms[ls->nbackoff++] = ci->Config->BackOff[i] / 1000000;
     ls->keepalive_ms = ack_wait / 4 < 100 ? 100 : ack_wait / 4 > 15000 ? 15000 : ack_wait / 4;
     jsConsumerInfo_Destroy(ci);
     return MB_OK;

@@ -202,9 +202,12 @@ mb_status mb_bus_provision(mb_bus *b, const mb_bus_provision_opts *o)
                                (long long)o->backoff_ms[0]);
             ack_wait = o->backoff_ms[0];
         } else {
-            const int64_t sched[] = {ack_wait, 120000, 300000, 600000, 1800000};
-            for (size_t i = 0; i < MB_ARRAY_LEN(sched); i++)
-                backoff_ns[nbackoff++] = sched[i] * NS_PER_MS;
+            /* Ack timeouts after AckWait, then 2, 4, 8 and 16 times it: with
+             * the default of 60 s a record is handed out 8 times over about
+             * an hour before it is given up (and retries by NakWithDelay
+             * follow the same floor: consume.c nak_delay). */
+            for (int i = 0; i < 5; i++)
+                backoff_ns[nbackoff++] = (ack_wait << i) * NS_PER_MS;
         }
         if (max_deliver <= nbackoff) {
             /* MaxDeliver must exceed the schedule; trim the schedule when

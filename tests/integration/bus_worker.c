@@ -3,14 +3,15 @@
  * dead-letter and shutdown cases.
  *
  *   mb-test-bus_worker --out FILE [--log FILE] [--batch N] [--idle-exit MS]
- *                      [--sleep-ms MS] [--retry-id ID --retry-delay MS]
+ *                      [--sleep-ms MS] [--retry-id ID --retry-delay MS [--retries N]]
  *                      [--always-retry-id ID] [--fail-id ID]
  *
  *   --out   appends "<id>" for every record answered DONE (flushed before the
  *           handler returns, i.e. before the ack is sent)
  *   --log   appends "<id> <deliveries> <unix ms>" for every delivery seen
  *   --sleep-ms     slow handler: sleep this long per record (sends InProgress)
- *   --retry-id     answer RETRY with --retry-delay on the first delivery only
+ *   --retry-id     answer RETRY with --retry-delay on the first --retries (1)
+ *                  deliveries
  *   --always-retry-id  answer RETRY (100 ms) every time
  *   --fail-id      answer FAIL
  * Exits 0 after --idle-exit ms without messages or on SIGTERM/SIGINT. */
@@ -25,7 +26,7 @@
 typedef struct {
     FILE *out, *log;
     long sleep_ms;
-    long retry_id, retry_delay, always_retry_id, fail_id;
+    long retry_id, retry_delay, retries, always_retry_id, fail_id;
     unsigned long handled;
 } worker;
 
@@ -60,7 +61,7 @@ static void handle(void *ctx, mb_bus_delivery *d, size_t n)
             mb_bus_fail(&d[i], "poison record %ld", id);
         } else if (id == w->always_retry_id) {
             mb_bus_retry(&d[i], 100, "transient failure of %ld", id);
-        } else if (id == w->retry_id && d[i].deliveries == 1) {
+        } else if (id == w->retry_id && d[i].deliveries <= (uint64_t)w->retries) {
             mb_bus_retry(&d[i], w->retry_delay, "try %ld again later", id);
         } else {
             fprintf(w->out, "%ld\n", id);
@@ -79,7 +80,7 @@ static void handle(void *ctx, mb_bus_delivery *d, size_t n)
 int main(int argc, char **argv)
 {
     mb_log_init("bus_worker");
-    worker w = {.retry_id = -1, .always_retry_id = -1, .fail_id = -1, .retry_delay = 1000};
+    worker w = {.retry_id = -1, .always_retry_id = -1, .fail_id = -1, .retry_delay = 1000, .retries = 1};
     const char *out = NULL, *log = NULL;
     mb_bus_consume_opts co = {0};
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -92,6 +93,7 @@ int main(int argc, char **argv)
         else if (!strcmp(k, "--sleep-ms")) w.sleep_ms = n;
         else if (!strcmp(k, "--retry-id")) w.retry_id = n;
         else if (!strcmp(k, "--retry-delay")) w.retry_delay = n;
+        else if (!strcmp(k, "--retries")) w.retries = n;
         else if (!strcmp(k, "--always-retry-id")) w.always_retry_id = n;
         else if (!strcmp(k, "--fail-id")) w.fail_id = n;
         else {
