@@ -1,5 +1,5 @@
 /* main.c — mailbus-scan: serves the commands, scans accounts into chunks
- * (scanner thread), and coordinates running jobs (main thread). */
+ * (scanner threads), and coordinates running jobs (main thread). */
 #include "bus/serve.h"
 #include "stages/common/job.h"
 #include "stages/common/lease.h"
@@ -18,7 +18,8 @@ static const char usage[] =
     "second. A published chunk without progress for MAILBUS_CHUNK_STALL_MS (600000)\n"
     "is handed out again. Any number of copies may run: scanning and coordinating a\n"
     "job are leases in Postgres (MAILBUS_LEASE_MS, 15000), taken over from a copy\n"
-    "that died once its lease expires.";
+    "that died once its lease expires. MAILBUS_SCAN_THREADS (default 4) accounts are\n"
+    "scanned at once, each on its own connection.";
 
 static void nap_ms(long ms)
 {
@@ -26,21 +27,50 @@ static void nap_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-/* The scanner thread: jobs waiting to be scanned (new, or interrupted by a
- * crash), oldest first. */
-static void *scanner(void *arg)
+/* One scanner thread and its Postgres connection. */
+typedef struct {
+    mb_scan *sc;
+    int index;   /* its entry in sc->claimed */
+    mb_db *db;   /* owned */
+    pthread_t thread;
+    bool running;
+} scanner;
+
+/* Claim job for scanner k unless another thread of this process scans it. */
+static bool claim(mb_scan *sc, int k, uint64_t job)
 {
-    mb_scan *sc = arg;
+    bool free_ = true;
+    pthread_mutex_lock(&sc->claim_mu);
+    for (int i = 0; i < sc->scanners && free_; i++)
+        free_ = sc->claimed[i] != job;
+    if (free_)
+        sc->claimed[k] = job;
+    pthread_mutex_unlock(&sc->claim_mu);
+    return free_;
+}
+
+/* A scanner thread: jobs waiting to be scanned (new, or interrupted by a
+ * crash), oldest first, each taken by the first thread (of any process) that
+ * gets to it, so that several accounts are scanned at once. */
+static void *scan_loop(void *arg)
+{
+    scanner *t = arg;
+    mb_scan *sc = t->sc;
     while (!mb_bus_stopping()) {
-        uint64_t ids[16];
+        uint64_t ids[64];
         size_t n = 0;
-        mb_status ls = mb_job_list_status(sc->scan_db, "scanning", ids, MB_ARRAY_LEN(ids), &n);
+        mb_status ls = mb_job_list_status(t->db, "scanning", ids, MB_ARRAY_LEN(ids), &n);
         if (ls)
             MB_WARN(NULL, NULL, "listing jobs to scan: %s", mb_err_last());
         for (size_t i = 0; !ls && i < n && !mb_bus_stopping(); i++) {
             char j[24];
-            if (mb_scan_job(sc, ids[i]))
+            if (!claim(sc, t->index, ids[i]))
+                continue;
+            if (mb_scan_job(sc, t->db, ids[i]))
                 MB_ERROR(mb_u64s(j, ids[i]), NULL, "scan: %s", mb_err_last());
+            pthread_mutex_lock(&sc->claim_mu);
+            sc->claimed[t->index] = 0;
+            pthread_mutex_unlock(&sc->claim_mu);
         }
         for (int k = 0; k < (ls ? 20 : 2) && !mb_bus_stopping(); k++)
             nap_ms(250);
@@ -55,26 +85,29 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     mb_scan sc = {.st = &st};
-    long inflight, stall;
+    long inflight, stall, threads = 1;
     mb_status s = mb_env_int("MAILBUS_MAX_INFLIGHT", 8, 1, 10000, &inflight);
     if (!s) s = mb_env_int("MAILBUS_CHUNK_STALL_MS", 600000, 1000, 86400000L, &stall);
+    if (!s) s = mb_env_int("MAILBUS_SCAN_THREADS", 4, 1, MB_SCAN_MAX_THREADS, &threads);
     sc.max_inflight = (int)inflight;
     sc.stall_ms = stall;
+    sc.scanners = (int)threads;
     pthread_mutex_init(&sc.cmd_mu, NULL);
+    pthread_mutex_init(&sc.claim_mu, NULL);
     mb_bus_sub *sub = NULL;
     const char *dsn = mb_env("MAILBUS_PG_DSN", MB_DEFAULT_PG_DSN);
     if (!s) s = mb_db_connect(dsn, &sc.cmd_db);
     if (!s) s = mb_job_prepare(sc.cmd_db);
     if (!s) s = mb_bus_serve(st.bus, "cmd.>", "mailbus-scan", mb_scan_command, &sc, &sub);
-    if (!s) s = mb_db_connect(dsn, &sc.scan_db);
-    if (!s) s = mb_job_prepare(sc.scan_db);
-    pthread_t scan_thread;
-    bool scanning = false;
-    if (!s) {
-        if (pthread_create(&scan_thread, NULL, scanner, &sc) == 0)
-            scanning = true;
-        else
-            s = mb_errf(MB_ERR_INTERNAL, "cannot start the scanner thread");
+    scanner scanners[MB_SCAN_MAX_THREADS] = {0};
+    for (int i = 0; !s && i < sc.scanners; i++) {
+        scanners[i].sc = &sc;
+        scanners[i].index = i;
+        s = mb_db_connect(dsn, &scanners[i].db);
+        if (!s) s = mb_job_prepare(scanners[i].db);
+        if (!s && pthread_create(&scanners[i].thread, NULL, scan_loop, &scanners[i]))
+            s = mb_errf(MB_ERR_INTERNAL, "cannot start scanner thread %d", i + 1);
+        scanners[i].running = !s;
     }
     while (!s && !mb_bus_stopping()) {
         mb_status cs = mb_scan_coordinate(&sc);
@@ -86,14 +119,19 @@ int main(int argc, char **argv)
          * completed, within 100 ms. */
         nap_ms(100);
     }
-    if (scanning)
-        pthread_join(scan_thread, NULL);
+    if (s)
+        mb_bus_stop(); /* scanner threads started before the failure end too */
+    for (int i = 0; i < sc.scanners; i++) {
+        if (scanners[i].running)
+            pthread_join(scanners[i].thread, NULL);
+        mb_db_free(scanners[i].db);
+    }
     mb_bus_unsubscribe(sub);
     /* Leases go to another copy at once instead of after they expire. */
     if (st.db && mb_lease_release_all(st.db))
         MB_WARN(NULL, NULL, "%s", mb_err_last());
-    mb_db_free(sc.scan_db);
     mb_db_free(sc.cmd_db);
     pthread_mutex_destroy(&sc.cmd_mu);
+    pthread_mutex_destroy(&sc.claim_mu);
     return mb_stage_finish(&st, s);
 }

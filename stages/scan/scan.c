@@ -167,11 +167,10 @@ static bool slot_tick(void *ctx)
 }
 
 /* Scan with the job's source; returns MB_ERR_AUTH etc. for the job error. */
-static mb_status scan_account(mb_scan *sc, uint64_t job, const char *lease, const mb_account *a,
+static mb_status scan_account(mb_db *db, uint64_t job, const char *lease, const mb_account *a,
                               mb_source *src, mb_conn_slot *slot, const mb_rec_command *opt,
                               const char *jobs)
 {
-    mb_db *db = sc->scan_db;
     int64_t since, until;
     mb_status s = mb_scan_parse_day(opt->since, &since);
     if (!s) s = mb_scan_parse_day(opt->until, &until);
@@ -228,14 +227,13 @@ static mb_status scan_account(mb_scan *sc, uint64_t job, const char *lease, cons
 
 /* Whether a failed scan is worth trying again later rather than failing
  * the job: the mail server or Postgres was unreachable, not wrong. */
-static bool transient(mb_scan *sc, mb_status s)
+static bool transient(mb_db *db, mb_status s)
 {
-    return s == MB_ERR_NET || s == MB_ERR_TIMEOUT || (s == MB_ERR_DB && mb_db_retryable(sc->scan_db));
+    return s == MB_ERR_NET || s == MB_ERR_TIMEOUT || (s == MB_ERR_DB && mb_db_retryable(db));
 }
 
-mb_status mb_scan_job(mb_scan *sc, uint64_t job)
+mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
 {
-    mb_db *db = sc->scan_db;
     char jobs[24];
     mb_u64s(jobs, job);
     /* One scanner per job, whichever copy of the stage gets there first. */
@@ -267,7 +265,7 @@ mb_status mb_scan_job(mb_scan *sc, uint64_t job)
     if (!s) s = mb_account_source(&a, secret, &src);
     if (!s) {
         MB_INFO(jobs, a.name, "scanning");
-        s = scan_account(sc, job, lease, &a, src, &slot, &opt, jobs);
+        s = scan_account(db, job, lease, &a, src, &slot, &opt, jobs);
     }
     if (s == MB_ERR_STOPPED || (s == MB_OK && mb_bus_stopping())) {
         if (s)
@@ -289,7 +287,7 @@ mb_status mb_scan_job(mb_scan *sc, uint64_t job)
         char msg[600];
         snprintf(msg, sizeof msg, "%s", mb_err_last());
         MB_ERROR(jobs, a.name ? a.name : acct, "scan failed: %s", msg);
-        if (transient(sc, s)) {
+        if (transient(db, s)) {
             /* Leave the job scanning; the loop tries again after a pause (no
              * retry storm against a server that is down). The problem is
              * recorded once per run of identical failures (job.h). */

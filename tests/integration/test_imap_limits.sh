@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_imap_limits.sh — MAILBUS_IMAP_MAX_CONN_PER_ACCOUNT=1 holds across three
-# fetch processes: two accounts import completely with exact counts, and the
+# fetch processes and scan: two accounts import completely with exact counts, and the
 # number of IMAP connections per user that Dovecot reports (doveadm who,
 # sampled every 0.2 s while the jobs run) never exceeds 1.
 set -euo pipefail
@@ -19,8 +19,7 @@ export MAILBUS_IMAP_MAX_CONN_PER_ACCOUNT=1
 li_stages start fetch=3 >/dev/null || li_fail "stages start"
 ja=$(li_import acca)
 jb=$(li_import accb)
-# Sampled from the start: scan takes no slot yet (stages/scan is not wired to
-# connlimit), but it logs out before any chunk of its job is published.
+# Sampled from the start: scan takes a slot for its connection too.
 : >"$W/who"
 while [[ $(li_sql "SELECT count(*) FROM sync_jobs WHERE status NOT IN ('completed','failed','cancelled')") != 0 ]]; do
   doveadm -c "$MAILBUS_RUN_DIR/dovecot/dovecot.conf" who -1 2>/dev/null | awk '$1 ~ /^mblimit[ab]$/ {print $1}' | sort | uniq -c >>"$W/who" || true

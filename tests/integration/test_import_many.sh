@@ -26,13 +26,17 @@
 # time):
 #   on the bus (first chunk published -> completed), slowest small job:
 #     B <= A + rounds x W / T + MARGIN
-# Before that a job waits for the scan stage, whose one scanner thread scans
-# jobs one after another: a small job started just after the big one waits
-# for the big one's whole scan (S, measured: its first chunk's publication).
-# So in all (created -> completed), slowest small job:
-#     B <= A + S + rounds x W / T + MARGIN
-# MARGIN (25 s, ASan on a shared 2-core machine) covers the scan stage
-# scanning 20 accounts one after another and machine noise. Also, when
+# Before that a job waits for the scan stage, whose scanner threads
+# (MAILBUS_SCAN_THREADS, 4) scan that many jobs at once: the big job's scan
+# (S, measured: its first chunk's publication) takes one thread while the
+# small ones are scanned on the others, so S is not in the bound. In all
+# (created -> completed), slowest small job:
+#     B <= A + rounds x W / T + MARGIN
+# (With one scanner thread, MAILBUS_SCAN_THREADS=1, a small job started
+# just after the big one waits for its whole scan, and this fails for a big
+# account whose scan takes longer than MARGIN.) MARGIN (25 s, ASan on a
+# shared 2-core machine) covers the small scans sharing three threads instead
+# of four, the big scan's load on Postgres, and machine noise. Also, when
 # big >= 2W, every small job completes before the big one. This test uses
 # MAILBUS_MAX_INFLIGHT=4 (W = 2,000 = 40% of the big account; a small job's 4
 # chunks go out at once) unless told otherwise, so that waiting for the
@@ -211,7 +215,7 @@ chunks=$(li_sql "SELECT max(n) FROM (SELECT count(*) AS n FROM job_chunks WHERE 
 rounds=$(((chunks + INFLIGHT - 1) / INFLIGHT))
 window_ms=$((rounds * WINDOW * 1000 / (thru > 0 ? thru : 1)))
 bus_bound=$((alone_bus + window_ms + MARGIN_MS))
-bound=$((alone_max + big_scan_ms + window_ms + MARGIN_MS))
+bound=$((alone_max + window_ms + MARGIN_MS))
 li_ok "B: big account of $BIG in $big_ms ms ($rate msg/s, its scan $big_scan_ms ms); with it, the $NSMALL small accounts: $(summary "$W/with.ms")"
 li_ok "B: when the last small job completed the big one had stored $big_stored_then of $BIG (window W = $WINDOW: MAILBUS_MAX_INFLIGHT $INFLIGHT x $CHUNK; $rounds round(s) of $chunks chunks; pipeline $thru msg/s)"
 echo "RESULT many: big=$BIG small=$SMALL inflight=$INFLIGHT alone_max_ms=$alone_max with_max_ms=$with_max" \
@@ -221,7 +225,7 @@ echo "RESULT many: big=$BIG small=$SMALL inflight=$INFLIGHT alone_max_ms=$alone_
 ((with_bus <= bus_bound)) ||
   li_fail "slowest small job on the bus alongside the big one: $with_bus ms > bound $bus_bound ms (alone $alone_bus + $rounds x window $window_ms + margin $MARGIN_MS)"
 ((with_max <= bound)) ||
-  li_fail "slowest small job alongside the big one: $with_max ms > bound $bound ms (alone $alone_max + big scan $big_scan_ms + $rounds x window $window_ms + margin $MARGIN_MS)"
+  li_fail "slowest small job alongside the big one: $with_max ms > bound $bound ms (alone $alone_max + $rounds x window $window_ms + margin $MARGIN_MS; the big job's scan took $big_scan_ms ms)"
 if ((BIG >= 2 * WINDOW)); then
   [[ $(li_sql "SELECT '$last_small_end'::timestamptz < '$big_end'::timestamptz") == t ]] ||
     li_fail "the big job completed before the last small one ($big_end vs $last_small_end)"
