@@ -198,11 +198,8 @@ mb_status mb_scan_coordinate(mb_scan *sc)
             return s;
         for (size_t i = 0; i < n && !mb_bus_stopping(); i++) {
             s = coordinate_job(sc, ids[i], k == 0);
-            if (s && !first) {
-                char j[24];
-                MB_WARN(mb_u64s(j, ids[i]), NULL, "coordination: %s", mb_err_last());
-                first = s;
-            }
+            if (s && !first) /* the caller logs it */
+                first = mb_err_wrap(s, "job %" PRIu64, ids[i]);
         }
     }
     return first;

@@ -8,6 +8,8 @@
 #include "util/log.h"
 
 #include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 static const char usage[] =
@@ -21,10 +23,40 @@ static const char usage[] =
     "that died once its lease expires. MAILBUS_SCAN_THREADS (default 4) accounts are\n"
     "scanned at once, each on its own connection.";
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void nap_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
+}
+
+/* Coordination failures, so that the same one, pass after pass (every
+ * 100 ms), is logged once a minute. */
+typedef struct {
+    char last[256];
+    int64_t logged_ms;
+    unsigned repeats;
+} failures;
+
+static void log_failure(failures *f)
+{
+    int64_t t = mono_ms();
+    if (!strncmp(f->last, mb_err_last(), sizeof f->last - 1) && t - f->logged_ms < 60000) {
+        f->repeats++;
+        return;
+    }
+    if (f->repeats && f->last[0])
+        MB_WARN(NULL, NULL, "coordinating: the last failure came %u times more", f->repeats);
+    MB_WARN(NULL, NULL, "coordinating: %s", mb_err_last());
+    snprintf(f->last, sizeof f->last, "%s", mb_err_last());
+    f->logged_ms = t;
+    f->repeats = 0;
 }
 
 /* One scanner thread and its Postgres connection. */
@@ -109,11 +141,18 @@ int main(int argc, char **argv)
             s = mb_errf(MB_ERR_INTERNAL, "cannot start scanner thread %d", i + 1);
         scanners[i].running = !s;
     }
+    failures f = {0};
     while (!s && !mb_bus_stopping()) {
         mb_status cs = mb_scan_coordinate(&sc);
         if (cs) {
-            MB_WARN(NULL, NULL, "coordinating: %s", mb_err_last());
-            mb_stage_wait_up(&st, cs); /* Postgres or NATS away: quietly until back */
+            log_failure(&f);
+            /* A lost JetStream store: the scan stage provisions too. */
+            if (cs == MB_ERR_BUS && mb_bus_check(st.bus))
+                MB_DEBUG(NULL, NULL, "bus check: %s", mb_err_last());
+            /* Postgres or NATS away: quietly until back. */
+            mb_stage_wait_up(&st, cs);
+        } else {
+            f.last[0] = '\0';
         }
         /* Short passes: a finished chunk is replaced, and a finished job
          * completed, within 100 ms. */
