@@ -194,6 +194,18 @@ li_import() {
 
 li_job() { li_sql "SELECT $2 FROM sync_jobs WHERE id = $1"; }
 
+# li_scan_ready: until scan serves commands (its subscription is seen by the
+# server's monitor); for tests that must start an import at a known moment.
+li_scan_ready() {
+  local i
+  for i in $(seq 1 150); do
+    curl -sf "$MAILBUS_NATS_MONITOR_URL/connz?subs=1&limit=4096" |
+      jq -e --arg s "$MAILBUS_PREFIX.cmd.>" '[.connections[].subscriptions_list[]?] | index($s) != null' >/dev/null && return 0
+    sleep 0.2
+  done
+  li_fail "scan does not serve commands after 30 s"
+}
+
 # li_stages_alive: fail at once if a started stage of this env has died (a crash
 # would otherwise show up only as a wait timing out). Stages stopped or killed on
 # purpose have no pid file and are not checked.

@@ -62,8 +62,8 @@ check "missing socket message" "no-such\\.sock.*(No such file|not running)" "$er
 check "missing socket is quick (${ms} ms)" '^ok$' "$([[ $ms -lt 1500 ]] && echo ok || echo slow)"
 
 # A server that is not clamd: the reply is rejected as invalid, not taken as a verdict.
-if command -v python3 >/dev/null; then
-  python3 - "$T/fake.sock" <<'PY' &
+# (python3 is installed by scripts/install-deps.)
+python3 - "$T/fake.sock" <<'PY' &
 import socket, sys, time
 # Connections: PING, scan (garbage reply), PING, scan (never answers).
 s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(4)
@@ -80,21 +80,20 @@ for i in range(4):
         c.sendall(b"hello there, I am not clamd\0" if i == 1 else b"PONG\0")
     c.close()
 PY
-  FAKE_PID=$!
-  for _ in $(seq 50); do [[ -S $T/fake.sock ]] && break; sleep 0.1; done
-  set +e
-  err=$("$TOOL" --socket "$T/fake.sock" --timeout 3000 scan "$T/eicar" 2>&1 >/dev/null)
-  rc=$?
-  set -e
-  check "garbage reply rejected" '^1$' "$rc"
-  check "garbage reply message" 'invalid.*unexpected reply' "$err"
-  set +e
-  err=$("$TOOL" --socket "$T/fake.sock" --timeout 500 scan "$T/eicar" 2>&1 >/dev/null)
-  rc=$?
-  set -e
-  check "silent server times out" '^1$' "$rc"
-  check "silent server message" 'timeout.*fake\.sock.*500 ms' "$err"
-fi
+FAKE_PID=$!
+for _ in $(seq 50); do [[ -S $T/fake.sock ]] && break; sleep 0.1; done
+set +e
+err=$("$TOOL" --socket "$T/fake.sock" --timeout 3000 scan "$T/eicar" 2>&1 >/dev/null)
+rc=$?
+set -e
+check "garbage reply rejected" '^1$' "$rc"
+check "garbage reply message" 'invalid.*unexpected reply' "$err"
+set +e
+err=$("$TOOL" --socket "$T/fake.sock" --timeout 500 scan "$T/eicar" 2>&1 >/dev/null)
+rc=$?
+set -e
+check "silent server times out" '^1$' "$rc"
+check "silent server message" 'timeout.*fake\.sock.*500 ms' "$err"
 
 if ((fails)); then echo "test_clamd: $fails failure(s)"; exit 1; fi
 echo "test_clamd: all passed"

@@ -54,17 +54,6 @@ att att1 good-a good-b avscan-refused
 att att2 good-c good-d
 N_CRAFTED=4
 TOTAL=$((200 + N_CRAFTED))
-# scan_ready: until scan serves commands (its subscription is seen by the
-# server); a command sent earlier would go unanswered.
-scan_ready() {
-  local i
-  for i in $(seq 1 150); do
-    curl -sf "$MAILBUS_NATS_MONITOR_URL/connz?subs=1&limit=4096" |
-      jq -e --arg s "$MAILBUS_PREFIX.cmd.>" '[.connections[].subscriptions_list[]?] | index($s) != null' >/dev/null && return 0
-    sleep 0.2
-  done
-  li_fail "scan does not serve commands after 30 s"
-}
 li_mailbox mbisol mbisol-pw --messages 200 --seed 51 --extra-dir "$C" --extra-folder Crafted
 
 li_log "mailbox written"
@@ -79,7 +68,7 @@ bad_shas=$(sha256sum "$C"/bad1.eml "$C"/bad2.eml | cut -d' ' -f1)
 
 li_log "server state read"
 li_stages start store=0 avscan=0 >/dev/null || li_fail "stages start (no store, no avscan)"
-scan_ready
+li_scan_ready
 job=$(li_import isol)
 li_wait_until 180 "every message parsed" \
   "(SELECT total_messages FROM sync_jobs WHERE id = $job) = $TOTAL AND

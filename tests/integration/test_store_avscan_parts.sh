@@ -32,19 +32,8 @@ li_mailbox mbparts mbparts-pw --messages 5 --seed 71 --extra-dir "$P" --extra-fo
 
 li_env parts
 li_account parts mbparts mbparts-pw
-# scan_ready: until scan serves commands (its subscription is seen by the
-# server); a command sent earlier would go unanswered.
-scan_ready() {
-  local i
-  for i in $(seq 1 150); do
-    curl -sf "$MAILBUS_NATS_MONITOR_URL/connz?subs=1&limit=4096" |
-      jq -e --arg s "$MAILBUS_PREFIX.cmd.>" '[.connections[].subscriptions_list[]?] | index($s) != null' >/dev/null && return 0
-    sleep 0.2
-  done
-  li_fail "scan does not serve commands after 30 s"
-}
 li_stages start avscan=0 >/dev/null || li_fail "stages start (no avscan)"
-scan_ready
+li_scan_ready
 job=$(li_import parts)
 li_wait_until 180 "every message stored" \
   "(SELECT status FROM sync_jobs WHERE id = $job) = 'running' AND

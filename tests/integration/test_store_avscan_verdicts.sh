@@ -38,17 +38,6 @@ li_env verd
 li_account first mbverd1 mbverd1-pw
 li_account second mbverd2 mbverd2-pw
 
-# scan_ready: until scan serves commands (its subscription is seen by the
-# server); a command sent earlier would go unanswered.
-scan_ready() {
-  local i
-  for i in $(seq 1 150); do
-    curl -sf "$MAILBUS_NATS_MONITOR_URL/connz?subs=1&limit=4096" |
-      jq -e --arg s "$MAILBUS_PREFIX.cmd.>" '[.connections[].subscriptions_list[]?] | index($s) != null' >/dev/null && return 0
-    sleep 0.2
-  done
-  li_fail "scan does not serve commands after 30 s"
-}
 # row ACCOUNT FILE: scan_status and signature of that attachment in that account.
 row() {
   li_sql "SELECT a.scan_status, coalesce(a.scan_signature, '') FROM attachments a
@@ -58,7 +47,7 @@ row() {
 
 # --- first import: the scan of one attachment fails ---------------------------------------------
 li_stages start avscan=0 >/dev/null || li_fail "stages start (no avscan)"
-scan_ready
+li_scan_ready
 job1=$(li_import first)
 li_wait_until 120 "first import stored" \
   "(SELECT status FROM sync_jobs WHERE id = $job1) = 'running' AND
