@@ -22,14 +22,16 @@ const char *mb_u64s(char out[24], uint64_t v)
 
 mb_status mb_stage_provision_opts(mb_bus_provision_opts *o)
 {
-    long ack, maxd;
+    long ack, maxd, dup;
     memset(o, 0, sizeof *o);
     mb_status s = mb_env_int("MAILBUS_ACK_WAIT_MS", 60000, 1000, 3600000, &ack);
     if (!s) s = mb_env_int("MAILBUS_MAX_DELIVER", 8, 2, 1000, &maxd);
+    if (!s) s = mb_env_int("MAILBUS_DUPLICATE_WINDOW_MS", 120000, 100, 86400000L, &dup);
     if (s)
         return s;
     o->ack_wait_ms = ack;
     o->max_deliver = maxd;
+    o->duplicate_window_ms = dup;
     return MB_OK;
 }
 

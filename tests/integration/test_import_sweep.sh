@@ -12,17 +12,17 @@
 # no copies pile up while fetch is stopped longer than the stall time.
 # Afterwards: the job completes, every location's blob equals the server's
 # bytes, counters exact, the sweep recorded on the job.
-# The stall time here (2 s) is far below the streams' 2-minute duplicate
-# window, so a refetched message's parse record (same Nats-Msg-Id as the
-# purged one) may be dropped as a duplicate and its chunk handed back again
-# until the window passes; the default stall (10 min) is longer than the
-# window, and a lost JetStream store loses the window with the records.
+# The stall time here (2 s) needs a duplicate window below it, as the
+# defaults have (10 min against 2 min): a refetched message's parse record has
+# the Nats-Msg-Id of the purged one and would be dropped as its duplicate, its
+# chunk handed back again and again until the window passed (155 s here with
+# the default window). A lost JetStream store loses the window with the records.
 set -euo pipefail
 . "$(dirname "$0")/lib_import.sh"
 li_init test_import_sweep
 W=$LI_W
 N=600
-export MAILBUS_CHUNK_STALL_MS=2000
+export MAILBUS_CHUNK_STALL_MS=2000 MAILBUS_DUPLICATE_WINDOW_MS=1000
 
 li_mailbox mbsweep mbsweep-pw --messages "$N" --seed 37
 li_server_state "$W/server"
