@@ -4,7 +4,9 @@
 #include "util/env.h"
 #include "util/log.h"
 
+#include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,46 @@ static const char SQL_RENEW[] =
 static const char SQL_RELEASE[] =
     "UPDATE imap_slots SET holder = NULL, expires_at = NULL "
     "WHERE holder = $1 AND ((scope = $2 AND slot = $3::int) OR (scope = $4 AND slot = $5::int))";
+
+/* Holders of live slots of either scope on this host ("<host>:<pid>:<n>"). */
+static const char SQL_LOCAL_HOLDERS[] =
+    "SELECT DISTINCT holder, split_part(holder, ':', 2) FROM imap_slots "
+    "WHERE scope IN ($1, $2) AND holder IS NOT NULL AND expires_at >= now() "
+    "AND split_part(holder, ':', 1) = $3";
+
+static const char SQL_RELEASE_HOLDER[] =
+    "UPDATE imap_slots SET holder = NULL, expires_at = NULL WHERE holder = $1";
+
+static void local_host(char hn[64])
+{
+    memset(hn, 0, 64);
+    if (gethostname(hn, 63) != 0 || !hn[0])
+        strcpy(hn, "?");
+}
+
+/* Slots held by a process of this host that no longer exists (killed with
+ * SIGKILL, so it never gave them back) are freed now rather than when their
+ * lease runs out (a minute during which a restarted fetch finds every slot
+ * of the account taken). */
+static void reclaim_dead(mb_conn_slot *s)
+{
+    char hn[64];
+    local_host(hn);
+    const char *p[] = {s->account_scope, s->host_scope, hn};
+    PGresult *r = NULL;
+    if (mb_db_query(s->db, SQL_LOCAL_HOLDERS, 3, p, &r))
+        return; /* the take reports Postgres trouble */
+    for (int i = 0; i < PQntuples(r); i++) {
+        long pid = strtol(PQgetvalue(r, i, 1), NULL, 10);
+        if (pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        const char *h[] = {PQgetvalue(r, i, 0)};
+        if (!mb_db_query(s->db, SQL_RELEASE_HOLDER, 1, h, NULL))
+            MB_INFO(NULL, NULL, "IMAP connection slot of %s freed: its process %ld is gone",
+                    s->account_scope, pid);
+    }
+    PQclear(r);
+}
 
 static mb_status settings(long *per_account, long *per_host, long *lease_ms)
 {
@@ -101,19 +143,21 @@ mb_status mb_conn_slot_take(mb_db *db, uint64_t account_id, const char *host, in
     mb_status st = settings(&per_account, &per_host, &s->lease_ms);
     if (st)
         return st;
-    char hn[64] = "?";
-    gethostname(hn, sizeof hn - 1);
-    snprintf(s->holder, sizeof s->holder, "%.60s:%ld:%u", hn, (long)getpid(),
+    char hn[64];
+    local_host(hn);
+    snprintf(s->holder, sizeof s->holder, "%.63s:%ld:%u", hn, (long)getpid(),
              atomic_fetch_add(&seq, 1));
     snprintf(s->account_scope, sizeof s->account_scope, "account:%" PRIu64, account_id);
     snprintf(s->host_scope, sizeof s->host_scope, "host:%.250s:%d", host ? host : "", port);
     int64_t start = mono_ms();
-    for (;;) {
+    for (unsigned attempt = 0;;) {
         bool got = false;
         if ((st = try_take(s, per_account, per_host, &got)) != MB_OK)
             return mb_err_wrap(st, "taking an IMAP connection slot");
         if (got)
             return MB_OK;
+        if (attempt++ % 20 == 0) /* at once, then every 5 s */
+            reclaim_dead(s);
         if (wait_ms >= 0 && mono_ms() - start >= wait_ms)
             return mb_errf(MB_ERR_TIMEOUT, "no free IMAP connection slot for %s (at most %ld) "
                            "and %s (at most %ld) within %ld ms", s->account_scope, per_account,

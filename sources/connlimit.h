@@ -6,8 +6,9 @@
  * dropped; renew it while connected (at least every lease/2: renew does the
  * UPDATE only when a quarter of the lease has passed, so calling it often is
  * cheap). A holder that dies without releasing loses its slots when the lease
- * expires; a holder whose renewal fails has lost its slot to another process
- * and must drop its connection.
+ * expires, or at once when a process of the same host waits for a slot and
+ * finds the holder's pid gone; a holder whose renewal fails has lost its slot
+ * to another process and must drop its connection.
  *
  * Settings (read at each take):
  *   MAILBUS_IMAP_MAX_CONN_PER_ACCOUNT  connections per account (4)
