@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char sql_emails[] =
     "INSERT INTO emails (account_id, blob_sha256, size, message_id, thread_id, in_reply_to, "
@@ -78,11 +79,16 @@ static const char sql_attachments[] =
  * contains TEXT is written with a size Postgres refuses (CHECK size >= 0),
  * as a record it cannot hold would be. Empty: off. */
 static const char *fault_badrow = "";
+/* Test-only (MAILBUS_FAULT_STORE_BATCH_DELAY_MS=N): sleep N ms after each
+ * batch is committed, so that a kill test lands between two batches. */
+static long fault_batch_delay_ms;
 
 mb_status mb_store_prepare(mb_db *db)
 {
     fault_badrow = mb_env("MAILBUS_FAULT_STORE_BADROW", "");
-    mb_status s = mb_db_prepare(db, "store_emails", sql_emails, 17);
+    mb_status s = mb_env_int("MAILBUS_FAULT_STORE_BATCH_DELAY_MS", 0, 0, 600000,
+                             &fault_batch_delay_ms);
+    if (!s) s = mb_db_prepare(db, "store_emails", sql_emails, 17);
     if (!s) s = mb_db_prepare(db, "store_locations", sql_locations, 6);
     if (!s) s = mb_db_prepare(db, "store_addresses", sql_addresses, 5);
     if (!s) s = mb_db_prepare(db, "store_attachments", sql_attachments, 9);
@@ -436,6 +442,10 @@ void mb_store_handle(void *ctx, mb_bus_delivery *d, size_t n)
         b.ok[i] = true;
     }
     size_t refused = store_range(st, &b, d, 0, n, stored);
+    if (fault_batch_delay_ms > 0) {
+        struct timespec ts = {fault_batch_delay_ms / 1000, (fault_batch_delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     /* Scans are queued for the committed records only. */
     size_t good = 0;
     for (size_t i = 0; i < n; i++) {

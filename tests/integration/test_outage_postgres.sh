@@ -9,7 +9,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib_outage.sh"
 lo_init test_outage_postgres
 N=${MB_OUTAGE_MESSAGES:-800}
-DOWN=${MB_OUTAGE_DOWN_S:-25}
+DOWN=${MB_OUTAGE_DOWN_S:-12}
 lo_mailbox "$N"
 lo_env pg
 li_stages start >/dev/null || li_fail "stages start"
