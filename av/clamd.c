@@ -356,8 +356,15 @@ mb_status mb_clamd_scan_end(mb_clamd *c, mb_av_verdict *v, char *signature, size
     size_t n = strlen(reply);
     static const char pfx[] = "stream: ";
     const size_t pl = sizeof pfx - 1;
+    if ((ends_with(reply, n, " ERROR") || ends_with(reply, n, "ERROR")) &&
+        !strstr(reply, "size limit")) {
+        /* Not about the stream: "PROTOCOL ERROR: ancillary data sent without
+         * attached file" came from a clamd being stopped (scripts/chaos). */
+        return mb_errf(MB_ERR_NET, "clamd socket '%s': clamd answered '%s' (tried again later)",
+                       c->path, reply);
+    }
     if (ends_with(reply, n, " ERROR") || ends_with(reply, n, "ERROR")) {
-        /* e.g. "INSTREAM size limit exceeded. ERROR" */
+        /* "INSTREAM size limit exceeded. ERROR": this stream cannot be scanned */
         copy_sig(signature, siglen, reply, n);
         mb_errf(MB_ERR_INVALID, "clamd socket '%s': scan failed: %s", c->path, reply);
         *v = MB_AV_ERROR;

@@ -15,8 +15,9 @@
  * Errors: clamd unreachable or hanging up mid-reply → MB_ERR_NET naming the
  * socket (the caller retries later); no progress within timeout_ms on any
  * single wait → MB_ERR_TIMEOUT; a reply that is not clamd's grammar →
- * MB_ERR_INVALID. A reply ending in "ERROR" (e.g. "INSTREAM size limit
- * exceeded. ERROR") is a verdict, MB_AV_ERROR, with the text in signature.
+ * MB_ERR_INVALID. "INSTREAM size limit exceeded. ERROR" is a verdict,
+ * MB_AV_ERROR, with the text in signature; any other reply ending in "ERROR"
+ * (a clamd shutting down answered "PROTOCOL ERROR: ...") is MB_ERR_NET.
  *
  * A handle is used by one thread at a time. */
 #ifndef MB_CLAMD_H

@@ -440,6 +440,8 @@ static void scan_outcome(avscan *av, item *it, mb_bus_delivery *d)
     mb_status s = it->scan_st;
     mb_errf(s, "%s", it->err);
     if (!s) {
+        if (av->clamd_down)
+            MB_INFO(js, as, "clamd answers again");
         av->clamd_down = false;
         it->status = v == MB_AV_CLEAN ? "clean" : v == MB_AV_INFECTED ? "infected" : "error";
         if (v == MB_AV_CLEAN)
@@ -461,11 +463,16 @@ static void scan_outcome(avscan *av, item *it, mb_bus_delivery *d)
             snprintf(it->sig, sizeof it->sig, "clamd unavailable");
             it->resolved = true;
         } else {
-            if (!av->clamd_down)
-                mb_job_problem(av->st->db, r->job, r->account_id, "avscan", why);
-            av->clamd_down = true;
             int64_t delay = 2000LL << (d->deliveries < 5 ? d->deliveries : 5);
-            MB_WARN(js, as, "%s; retrying in %lld ms", why, (long long)delay);
+            /* One line and one problem per outage, not one per attachment. */
+            if (!av->clamd_down) {
+                mb_job_problem(av->st->db, r->job, r->account_id, "avscan", why);
+                MB_WARN(js, as, "%s; retrying in %lld ms (and every attachment waiting for "
+                        "clamd, quietly)", why, (long long)delay);
+            } else {
+                MB_DEBUG(js, as, "%s; retrying in %lld ms", why, (long long)delay);
+            }
+            av->clamd_down = true;
             mb_bus_retry(d, delay, "%s", why);
         }
     } else if (s == MB_ERR_NOTFOUND || s == MB_ERR_INVALID || s == MB_ERR_BUDGET) {

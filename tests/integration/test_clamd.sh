@@ -65,9 +65,11 @@ check "missing socket is quick (${ms} ms)" '^ok$' "$([[ $ms -lt 1500 ]] && echo 
 # (python3 is installed by scripts/install-deps.)
 python3 - "$T/fake.sock" <<'PY' &
 import socket, sys, time
-# Connections: PING, scan (garbage reply), PING, scan (never answers).
-s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(4)
-for i in range(4):
+# Connections: PING, scan (garbage reply), PING, scan (never answers), PING,
+# scan ("PROTOCOL ERROR", as a clamd being stopped answered in scripts/chaos).
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(6)
+held = []
+for i in range(6):
     c, _ = s.accept()
     c.settimeout(5)
     try:
@@ -75,10 +77,13 @@ for i in range(4):
     except Exception:
         pass
     if i == 3:
-        time.sleep(5)
-    else:
-        c.sendall(b"hello there, I am not clamd\0" if i == 1 else b"PONG\0")
+        held.append(c)  # silent: left open, unanswered
+        continue
+    c.sendall(b"hello there, I am not clamd\0" if i == 1 else
+              b"PROTOCOL ERROR: ancillary data sent without attached file. ERROR\0" if i == 5 else
+              b"PONG\0")
     c.close()
+time.sleep(1)
 PY
 FAKE_PID=$!
 for _ in $(seq 50); do [[ -S $T/fake.sock ]] && break; sleep 0.1; done
@@ -94,6 +99,13 @@ rc=$?
 set -e
 check "silent server times out" '^1$' "$rc"
 check "silent server message" 'timeout.*fake\.sock.*500 ms' "$err"
+# Only a size limit is a verdict about the stream; another ERROR is retried later.
+set +e
+out=$("$TOOL" --socket "$T/fake.sock" --timeout 3000 scan "$T/eicar" 2>&1)
+rc=$?
+set -e
+check "protocol error is not a verdict" '^1$' "$rc"
+check "protocol error message" 'net.*PROTOCOL ERROR.*tried again later' "$out"
 
 if ((fails)); then echo "test_clamd: $fails failure(s)"; exit 1; fi
 echo "test_clamd: all passed"
