@@ -21,7 +21,9 @@ static const char usage[] =
     "is handed out again. Any number of copies may run: scanning and coordinating a\n"
     "job are leases in Postgres (MAILBUS_LEASE_MS, 15000), taken over from a copy\n"
     "that died once its lease expires. MAILBUS_SCAN_THREADS (default 4) accounts are\n"
-    "scanned at once, each on its own connection.";
+    "scanned at once, each on its own connection. A scan that fails because the mail\n"
+    "server or Postgres is unreachable is tried again every 5 s for\n"
+    "MAILBUS_SCAN_GIVE_UP_MS (3600000), then its job fails with the reason.";
 
 static int64_t mono_ms(void)
 {
@@ -121,6 +123,9 @@ int main(int argc, char **argv)
     mb_status s = mb_env_int("MAILBUS_MAX_INFLIGHT", 8, 1, 10000, &inflight);
     if (!s) s = mb_env_int("MAILBUS_CHUNK_STALL_MS", 600000, 1000, 86400000L, &stall);
     if (!s) s = mb_env_int("MAILBUS_SCAN_THREADS", 4, 1, MB_SCAN_MAX_THREADS, &threads);
+    long give_up = 0;
+    if (!s) s = mb_env_int("MAILBUS_SCAN_GIVE_UP_MS", 3600000L, 1000, 30L * 86400000L, &give_up);
+    sc.give_up_ms = give_up;
     sc.max_inflight = (int)inflight;
     sc.stall_ms = stall;
     sc.scanners = (int)threads;

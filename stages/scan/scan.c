@@ -232,6 +232,32 @@ static bool transient(mb_db *db, mb_status s)
     return s == MB_ERR_NET || s == MB_ERR_TIMEOUT || (s == MB_ERR_DB && mb_db_retryable(db));
 }
 
+/* How long job's scan has been failing transiently, counting from now if it
+ * was not; ok forgets it. */
+static int64_t failing_for(mb_scan *sc, uint64_t job, bool ok)
+{
+    int64_t now = mono_ms(), ms = 0;
+    pthread_mutex_lock(&sc->claim_mu);
+    int at = -1, free_ = -1;
+    for (int i = 0; i < (int)MB_ARRAY_LEN(sc->failing); i++) {
+        if (sc->failing[i].job == job)
+            at = i;
+        else if (!sc->failing[i].job && free_ < 0)
+            free_ = i;
+    }
+    if (ok) {
+        if (at >= 0)
+            sc->failing[at].job = 0;
+    } else if (at >= 0) {
+        ms = now - sc->failing[at].since_ms;
+    } else if (free_ >= 0) { /* a full table counts again later */
+        sc->failing[free_].job = job;
+        sc->failing[free_].since_ms = now;
+    }
+    pthread_mutex_unlock(&sc->claim_mu);
+    return ms;
+}
+
 mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
 {
     char jobs[24];
@@ -274,6 +300,7 @@ mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
         goto out;
     }
     if (!s) {
+        failing_for(sc, job, true);
         s = mb_job_scan_done(db, job);
         mb_rec_event ev;
         if (!s && !mb_job_refresh(db, job, &ev)) {
@@ -287,7 +314,20 @@ mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
         char msg[600];
         snprintf(msg, sizeof msg, "%s", mb_err_last());
         MB_ERROR(jobs, a.name ? a.name : acct, "scan failed: %s", msg);
-        if (transient(db, s)) {
+        /* A transient failure is tried again, for MAILBUS_SCAN_GIVE_UP_MS:
+         * a server unreachable that long is not coming back by itself, and
+         * the job must end, failed with the reason. */
+        char why[700];
+        snprintf(why, sizeof why, "%s", msg);
+        bool again = transient(db, s);
+        int64_t failing_ms = again ? failing_for(sc, job, false) : 0;
+        if (again && failing_ms >= sc->give_up_ms) {
+            snprintf(why, sizeof why, "gave up after %lld s of failed scans: %s",
+                     (long long)(failing_ms / 1000), msg);
+            failing_for(sc, job, true);
+            again = false;
+        }
+        if (again) {
             /* Leave the job scanning; the loop tries again after a pause (no
              * retry storm against a server that is down). The problem is
              * recorded once per run of identical failures (job.h). */
@@ -298,7 +338,7 @@ mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
             }
             s = MB_OK;
         } else {
-            s = mb_job_set_status(db, job, "failed", msg);
+            s = mb_job_set_status(db, job, "failed", why);
             mb_rec_event ev;
             if (!s && !mb_job_refresh(db, job, &ev)) {
                 mb_stage_event(sc->st->bus, "scan", "failed", &ev);

@@ -25,6 +25,12 @@ typedef struct {
     pthread_mutex_t claim_mu;                /* guards claimed */
     uint64_t claimed[MB_SCAN_MAX_THREADS];   /* job each scanner thread scans, or 0 */
     int scanners;                            /* scanner threads (MAILBUS_SCAN_THREADS, 4) */
+    /* Jobs whose scans keep failing for a transient reason (mail server or
+     * Postgres unreachable) and since when (monotonic ms), guarded by
+     * claim_mu: after MAILBUS_SCAN_GIVE_UP_MS the job fails. In memory: a
+     * restarted copy starts counting again. */
+    struct { uint64_t job; int64_t since_ms; } failing[64];
+    int64_t give_up_ms;
     int max_inflight;      /* chunks published and not done, per job */
     int64_t stall_ms;      /* a published chunk without progress this long is handed out again */
     unsigned pass;         /* coordination passes so far */

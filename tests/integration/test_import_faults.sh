@@ -10,13 +10,16 @@
 #      the job completes with everything stored and the lost connection recorded;
 #   d) clamd is killed mid-import: av_pending > 0 while it is down, then
 #      `scripts/services start` brings it back and every attachment is scanned,
-#      the outage recorded on the job.
+#      the outage recorded on the job;
+#   e) the mail server cannot be reached at all (the account's port is closed):
+#      the scan is retried, the problem recorded once, and after
+#      MAILBUS_SCAN_GIVE_UP_MS (3 s here) the job fails with the reason: it ends.
 # Each case has its own database, prefix and blob dir; all share one IMAP user.
 set -euo pipefail
 . "$(dirname "$0")/lib_import.sh"
 li_init test_import_faults
 W=$LI_W
-CASES=${MB_FAULT_CASES:-a b c d}
+CASES=${MB_FAULT_CASES:-a b c d e}
 USER_NAME=mbimportfault
 DOVEADM=(doveadm -c "$MAILBUS_RUN_DIR/dovecot/dovecot.conf")
 
@@ -198,6 +201,25 @@ if [[ " $CASES " == *" d "* ]]; then
   ((avp == 0 && nbad == 0)) || { li_sql "SELECT scan_status, count(*) FROM attachments GROUP BY 1"; li_fail "after clamd came back: av_pending=$avp, $nbad attachments not clean/infected"; }
   ((avi == 1)) || li_fail "av_infected=$avi, want 1 (the EICAR message)"
   li_ok "clamd killed: av_pending=$pend while down, then all $natt attachments scanned ($avi infected), outage recorded ($(problems "$job" avscan) avscan problems)"
+  li_stages stop
+fi
+
+# --- e) the mail server unreachable ----------------------------------------------------------
+if [[ " $CASES " == *" e "* ]]; then
+  li_env unreach
+  li_account facct "$USER_NAME" "$USER_NAME-pw"
+  # Port 9 (discard) has no listener here: connection refused, a transient failure.
+  li_sql "UPDATE accounts SET port = 9 WHERE name = 'facct'" >/dev/null
+  MAILBUS_SCAN_GIVE_UP_MS=3000 li_stages start scan=1 fetch=0 parse=0 store=0 avscan=0 >/dev/null ||
+    li_fail "stages start scan"
+  job=$(li_import facct)
+  li_wait_until 60 "job $job ended" "(SELECT status <> 'scanning' FROM sync_jobs WHERE id = $job)"
+  IFS=$'\t' read -r st err < <(li_sql "SELECT status, error FROM sync_jobs WHERE id = $job")
+  [[ $st == failed && $err == "gave up after "*" s of failed scans: "*"127.0.0.1:9"* ]] ||
+    li_fail "unreachable server: job $st, error '$err'; want failed, 'gave up after N s of failed scans: ...127.0.0.1:9...'"
+  n=$(problems "$job" scan)
+  ((n == 1)) || li_fail "unreachable server: $n scan problems on the job, want 1 (identical failures recorded once)"
+  li_ok "mail server unreachable: scan retried, problem recorded once, job failed after the give-up time: $err"
   li_stages stop
 fi
 
