@@ -242,8 +242,9 @@ static int64_t failing_for(mb_scan *sc, uint64_t job, bool ok)
     for (int i = 0; i < (int)MB_ARRAY_LEN(sc->failing); i++) {
         if (sc->failing[i].job == job)
             at = i;
-        else if (!sc->failing[i].job && free_ < 0)
-            free_ = i;
+        else if (free_ < 0 && (!sc->failing[i].job ||
+                               now - sc->failing[i].since_ms > 2 * sc->give_up_ms))
+            free_ = i; /* free, or left by a job cancelled while it failed */
     }
     if (ok) {
         if (at >= 0)
@@ -279,8 +280,10 @@ mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
     mb_conn_slot slot = {.account_slot = -1, .host_slot = -1};
     mb_job_info info;
     s = mb_job_get(db, job, &info);
-    if (!s && strcmp(info.status, "scanning"))
-        goto out; /* someone else finished it meanwhile */
+    if (!s && strcmp(info.status, "scanning")) {
+        failing_for(sc, job, true); /* cancelled, or done by another copy meanwhile */
+        goto out;
+    }
     if (!s) s = mb_db_query(db, "SELECT options::text FROM sync_jobs WHERE id = $1::bigint", 1, lp, &o);
     if (!s) {
         const char *js = PQgetvalue(o, 0, 0);
