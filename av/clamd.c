@@ -1,6 +1,8 @@
 /* clamd.c — clamd unix-socket client (see clamd.h for the protocol choices). */
 #include "av/clamd.h"
 
+#include "util/clock.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -47,13 +49,6 @@ static void conn_close(mb_clamd *c)
     c->blen = 0;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
 static mb_status conn_open(mb_clamd *c)
 {
     conn_close(c);
@@ -66,10 +61,10 @@ static mb_status conn_open(mb_clamd *c)
     memcpy(sa.sun_path, c->path, strlen(c->path) + 1);
     /* A non-blocking unix connect fails with EAGAIN when clamd's backlog is
      * full; retry briefly instead of blocking without a bound. */
-    int64_t deadline = now_ms() + c->timeout_ms;
+    int64_t deadline = mb_mono_ms() + c->timeout_ms;
     while (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
         int e = errno;
-        if ((e == EAGAIN || e == EINTR) && now_ms() < deadline) {
+        if ((e == EAGAIN || e == EINTR) && mb_mono_ms() < deadline) {
             poll(NULL, 0, 5);
             continue;
         }

@@ -18,6 +18,7 @@
 
 #include "schemas/schema.h"
 #include "util/buf.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #include <signal.h>
@@ -110,13 +111,6 @@ void mb_bus_begin_batch(const mb_bus_delivery *d, size_t n)
         mb_watch_begin(d[0].stream_seq, d[0].deliveries, (int)n);
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -150,12 +144,12 @@ static void hand_set(mb_bus_delivery *d, size_t n, int64_t every_ms)
     hand.d = d;
     hand.n = n;
     hand.every_ms = every_ms;
-    hand.last_ms = now_ms();
+    hand.last_ms = mb_mono_ms();
 }
 
 void mb_bus_keepalive(void)
 {
-    int64_t t = now_ms();
+    int64_t t = mb_mono_ms();
     if (!hand.d || t - hand.last_ms < hand.every_ms)
         return;
     for (size_t i = 0; i < hand.n; i++)
@@ -657,7 +651,7 @@ static int64_t hold(loop_state *ls, mb_bus_delivery *d, size_t n, size_t held,
                     const char *what)
 {
     const char *job = mb_bus_delivery_header(&d[0], "Mailbus-Job");
-    int64_t t0 = now_ms(), last_probe = t0, last_log = t0;
+    int64_t t0 = mb_mono_ms(), last_probe = t0, last_log = t0;
     MB_WARN(job, NULL, "bus: %s: %s; holding %zu records (no delivery spent) until it is back",
             ls->stage, what, held);
     char now_what[MB_BUS_REASON_MAX];
@@ -669,7 +663,7 @@ static int64_t hold(loop_state *ls, mb_bus_delivery *d, size_t n, size_t held,
                                 !mb_bus_stopping();
              slept += 50)
             nats_Sleep(50);
-        int64_t t = now_ms();
+        int64_t t = mb_mono_ms();
         if (t - last_probe < OUTAGE_PROBE_MS)
             continue;
         last_probe = t;
@@ -681,7 +675,7 @@ static int64_t hold(loop_state *ls, mb_bus_delivery *d, size_t n, size_t held,
             last_log = t;
         }
     }
-    int64_t ms = now_ms() - t0;
+    int64_t ms = mb_mono_ms() - t0;
     if (!mb_bus_stopping())
         MB_INFO(job, NULL, "bus: %s: back after %lld s; handling the %zu held records again",
                 ls->stage, (long long)(ms / 1000), held);
@@ -730,7 +724,7 @@ static void handle_batch(loop_state *ls, mb_bus_batch_fn fn, mb_bus_delivery *d,
  * subscribe anew. */
 static void check_consumer(loop_state *ls, natsMsg **msgs, int batch, bool odd)
 {
-    int64_t t = now_ms();
+    int64_t t = mb_mono_ms();
     if (t - ls->last_check_ms < (odd ? 1000 : CONSUMER_CHECK_MS) || !mb_bus_connected(ls->b))
         return;
     ls->last_check_ms = t;
@@ -821,12 +815,12 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
         clear_poison(&ls, w);
     }
 
-    int64_t idle_since = now_ms();
+    int64_t idle_since = mb_mono_ms();
     int64_t last_err_log = 0;
     ls.last_check_ms = idle_since;
     while (!mb_bus_stopping()) {
         int n = 0;
-        int64_t t0 = now_ms();
+        int64_t t0 = mb_mono_ms();
         if (!ls.sub) { /* lost with its consumer: check_consumer subscribes again */
             check_consumer(&ls, msgs, batch, true);
             if (!ls.sub)
@@ -838,7 +832,7 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
         int want = w && atomic_load(&w->isolate) > 0 ? 1 : batch;
         natsStatus s = fetch_batch(ls.sub, msgs, want, fetch_timeout, &n);
         if (n == 0) {
-            int64_t t1 = now_ms();
+            int64_t t1 = mb_mono_ms();
             if (fatal_status(s)) {
                 rc = mb_bus_nats_err(s, 0, "fetch from %s > %s", ls.stream, stage);
                 break;
@@ -854,11 +848,11 @@ mb_status mb_bus_consume(mb_bus *b, const char *stage, const mb_bus_consume_opts
             if (t1 - t0 < 50)
                 nap(s == NATS_TIMEOUT || s == NATS_NOT_FOUND ? 50 : 250);
             check_consumer(&ls, msgs, batch, s != NATS_OK && s != NATS_TIMEOUT);
-            if (o->idle_return_ms > 0 && now_ms() - idle_since >= o->idle_return_ms)
+            if (o->idle_return_ms > 0 && mb_mono_ms() - idle_since >= o->idle_return_ms)
                 break;
             continue;
         }
-        idle_since = now_ms();
+        idle_since = mb_mono_ms();
         if (mb_bus_stopping()) {
             /* Stop arrived during the fetch: hand nothing new to the handler. */
             nak_all(msgs, n);

@@ -1,6 +1,7 @@
 /* connlimit.c — IMAP connection slots as leases in Postgres (connlimit.h). */
 #include "sources/connlimit.h"
 
+#include "util/clock.h"
 #include "util/env.h"
 #include "util/log.h"
 
@@ -13,19 +14,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* Slots 0 .. limit-1 of both scopes exist (idempotent). */
 static const char SQL_ENSURE[] =
@@ -128,7 +116,7 @@ static mb_status try_take(mb_conn_slot *s, long per_account, long per_host, bool
     }
     PQclear(r);
     if (*got)
-        s->renewed_ms = mono_ms();
+        s->renewed_ms = mb_mono_ms();
     return MB_OK;
 }
 
@@ -149,7 +137,7 @@ mb_status mb_conn_slot_take(mb_db *db, uint64_t account_id, const char *host, in
              atomic_fetch_add(&seq, 1));
     snprintf(s->account_scope, sizeof s->account_scope, "account:%" PRIu64, account_id);
     snprintf(s->host_scope, sizeof s->host_scope, "host:%.250s:%d", host ? host : "", port);
-    int64_t start = mono_ms();
+    int64_t start = mb_mono_ms();
     for (unsigned attempt = 0;;) {
         bool got = false;
         if ((st = try_take(s, per_account, per_host, &got)) != MB_OK)
@@ -158,13 +146,13 @@ mb_status mb_conn_slot_take(mb_db *db, uint64_t account_id, const char *host, in
             return MB_OK;
         if (attempt++ % 20 == 0) /* at once, then every 5 s */
             reclaim_dead(s);
-        if (wait_ms >= 0 && mono_ms() - start >= wait_ms)
+        if (wait_ms >= 0 && mb_mono_ms() - start >= wait_ms)
             return mb_errf(MB_ERR_TIMEOUT, "no free IMAP connection slot for %s (at most %ld) "
                            "and %s (at most %ld) within %ld ms", s->account_scope, per_account,
                            s->host_scope, per_host, wait_ms);
         if (tick && !tick(ctx))
             return mb_errf(MB_ERR_STOPPED, "stopped waiting for an IMAP connection slot");
-        nap_ms(250);
+        mb_nap_ms(250);
     }
 }
 
@@ -176,7 +164,7 @@ static void slot_params(const mb_conn_slot *s, char a[16], char h[16])
 
 mb_status mb_conn_slot_renew(mb_conn_slot *s)
 {
-    if (!mb_conn_slot_held(s) || mono_ms() - s->renewed_ms < s->lease_ms / 4)
+    if (!mb_conn_slot_held(s) || mb_mono_ms() - s->renewed_ms < s->lease_ms / 4)
         return MB_OK;
     char a[16], h[16], lease[24];
     slot_params(s, a, h);
@@ -193,7 +181,7 @@ mb_status mb_conn_slot_renew(mb_conn_slot *s)
         return mb_errf(MB_ERR_NOTFOUND, "IMAP connection slot of %s lost (lease of %ld ms "
                        "expired)", s->account_scope, s->lease_ms);
     }
-    s->renewed_ms = mono_ms();
+    s->renewed_ms = mb_mono_ms();
     return MB_OK;
 }
 

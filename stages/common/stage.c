@@ -5,6 +5,7 @@
 #include "sources/account.h"
 #include "stages/common/job.h"
 #include "stages/common/supervisor.h"
+#include "util/clock.h"
 #include "util/env.h"
 #include "util/log.h"
 
@@ -39,18 +40,11 @@ mb_status mb_stage_provision_opts(mb_bus_provision_opts *o)
 
 static bool server_away(mb_status s) { return s == MB_ERR_NET || s == MB_ERR_TIMEOUT; }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One start-up wait step: a line at the first failure and then once a
  * minute, a one-second pause (cut short by a stop). */
 static void start_wait(const char *what, int64_t t0, int64_t *last_log)
 {
-    int64_t t = mono_ms();
+    int64_t t = mb_mono_ms();
     if (*last_log == 0 || t - *last_log >= 60000) {
         MB_WARN(NULL, NULL, "%s: %s; waiting for it (%lld s so far)", what, mb_err_last(),
                 (long long)((t - t0) / 1000));
@@ -65,7 +59,7 @@ static void start_wait(const char *what, int64_t t0, int64_t *last_log)
 /* Postgres: connect, migrate, prepare; while the server is away, wait. */
 static mb_status start_db(mb_stage *st, const char *dsn, const char *where)
 {
-    int64_t t0 = mono_ms(), last_log = 0;
+    int64_t t0 = mb_mono_ms(), last_log = 0;
     for (;;) {
         mb_status s = mb_db_connect(dsn, &st->db);
         if (!s) s = mb_db_migrate(st->db, NULL);
@@ -73,7 +67,7 @@ static mb_status start_db(mb_stage *st, const char *dsn, const char *where)
         if (!s || !server_away(s) || mb_bus_stopping()) {
             if (!s && last_log)
                 MB_INFO(NULL, NULL, "postgres %s: up after %lld s", where,
-                        (long long)((mono_ms() - t0) / 1000));
+                        (long long)((mb_mono_ms() - t0) / 1000));
             return s;
         }
         mb_db_free(st->db);
@@ -89,13 +83,13 @@ static mb_status start_db(mb_stage *st, const char *dsn, const char *where)
 /* NATS: connect, provision; while the server (or JetStream) is away, wait. */
 static mb_status start_bus(mb_stage *st, const mb_bus_opts *bo, const mb_bus_provision_opts *po)
 {
-    int64_t t0 = mono_ms(), last_log = 0;
+    int64_t t0 = mb_mono_ms(), last_log = 0;
     for (;;) {
         mb_status s = mb_bus_connect(bo, &st->bus);
         if (!s) s = mb_bus_provision(st->bus, po);
         if (!s || !server_away(s) || mb_bus_stopping()) {
             if (!s && last_log)
-                MB_INFO(NULL, NULL, "nats: up after %lld s", (long long)((mono_ms() - t0) / 1000));
+                MB_INFO(NULL, NULL, "nats: up after %lld s", (long long)((mb_mono_ms() - t0) / 1000));
             return s;
         }
         mb_bus_free(st->bus);
@@ -149,7 +143,7 @@ bool mb_stage_wait_up(mb_stage *st, mb_status s)
 {
     if (!server_away(s) || mb_bus_stopping())
         return false;
-    int64_t t0 = mono_ms(), last_log = 0;
+    int64_t t0 = mb_mono_ms(), last_log = 0;
     bool waited = false;
     while (!mb_bus_stopping()) {
         mb_status rc = mb_db_ping(st->db);
@@ -165,7 +159,7 @@ bool mb_stage_wait_up(mb_stage *st, mb_status s)
     }
     if (waited && !mb_bus_stopping())
         MB_INFO(NULL, NULL, "servers answer again after %lld s",
-                (long long)((mono_ms() - t0) / 1000));
+                (long long)((mb_mono_ms() - t0) / 1000));
     return waited;
 }
 

@@ -49,8 +49,8 @@ bool mb_stage_wait_up(mb_stage *st, mb_status s);
 int mb_stage_finish(mb_stage *st, mb_status s);
 
 /* Provisioning options from the environment (MAILBUS_ACK_WAIT_MS,
- * MAILBUS_MAX_DELIVER, MAILBUS_DUPLICATE_WINDOW_MS), shared by the stages and the CLI so every process
- * asks for the same consumer config. */
+ * MAILBUS_MAX_DELIVER, MAILBUS_DUPLICATE_WINDOW_MS), shared by the stages
+ * and the CLI so every process asks for the same stream and consumer config. */
 mb_status mb_stage_provision_opts(mb_bus_provision_opts *o);
 
 /* Publish ev (filling kind, stage, ts) on <p>.events.<job>.<kind>. */

@@ -2,6 +2,7 @@
 #include "stages/common/supervisor.h"
 
 #include "bus/watch.h"
+#include "util/clock.h"
 #include "util/env.h"
 #include "util/log.h"
 
@@ -24,13 +25,6 @@ static void on_stop(int sig)
     stop_sig = sig;
     if (worker > 0)
         kill(worker, sig);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void nap_ms(int64_t ms)
@@ -194,7 +188,7 @@ int mb_supervise(const char *stage)
         worker = pid;
         if (stop_sig) /* a stop that came before the worker existed */
             kill(pid, stop_sig);
-        int64_t started = mono_ms(), last_poll = 0;
+        int64_t started = mb_mono_ms(), last_poll = 0;
         slot_seen seen[MB_WATCH_SLOTS];
         memset(seen, 0, sizeof seen);
         int status = 0, stuck = -1;
@@ -202,7 +196,7 @@ int mb_supervise(const char *stage)
             pid_t r = waitpid(pid, &status, WNOHANG);
             if (r == pid || (r < 0 && errno != EINTR))
                 break;
-            int64_t now = mono_ms();
+            int64_t now = mb_mono_ms();
             if (!stop_sig && stuck < 0 && now - last_poll >= 1000) {
                 last_poll = now;
                 stuck = stuck_slot(w, pid, seen, limit);
@@ -231,7 +225,7 @@ int mb_supervise(const char *stage)
         else
             snprintf(how, sizeof how, "worker exited with status %d", WEXITSTATUS(status));
         blame(stage, w, how, stuck);
-        if (mono_ms() - started > 60000)
+        if (mb_mono_ms() - started > 60000)
             delay = 500;
         int64_t wait = stuck >= 0 ? 0 : delay;
         MB_WARN(NULL, NULL, "supervisor: %s; restarting in %lld ms", how, (long long)wait);

@@ -4,6 +4,7 @@
 #include "stages/common/job.h"
 #include "stages/common/lease.h"
 #include "stages/scan/scan.h"
+#include "util/clock.h"
 #include "util/env.h"
 #include "util/log.h"
 
@@ -25,19 +26,6 @@ static const char usage[] =
     "server or Postgres is unreachable is tried again every 5 s for\n"
     "MAILBUS_SCAN_GIVE_UP_MS (3600000), then its job fails with the reason.";
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Coordination failures, so that the same one, pass after pass (every
  * 100 ms), is logged once a minute. */
 typedef struct {
@@ -48,7 +36,7 @@ typedef struct {
 
 static void log_failure(failures *f)
 {
-    int64_t t = mono_ms();
+    int64_t t = mb_mono_ms();
     if (!strncmp(f->last, mb_err_last(), sizeof f->last - 1) && t - f->logged_ms < 60000) {
         f->repeats++;
         return;
@@ -107,7 +95,7 @@ static void *scan_loop(void *arg)
             pthread_mutex_unlock(&sc->claim_mu);
         }
         for (int k = 0; k < (ls ? 20 : 2) && !mb_bus_stopping(); k++)
-            nap_ms(250);
+            mb_nap_ms(250);
     }
     return NULL;
 }
@@ -161,7 +149,7 @@ int main(int argc, char **argv)
         }
         /* Short passes: a finished chunk is replaced, and a finished job
          * completed, within 100 ms. */
-        nap_ms(100);
+        mb_nap_ms(100);
     }
     if (s)
         mb_bus_stop(); /* scanner threads started before the failure end too */

@@ -13,6 +13,7 @@
 #include "stages/common/job.h"
 #include "stages/common/lease.h"
 #include "stages/scan/scan.h"
+#include "util/clock.h"
 #include "util/env.h"
 #include "util/log.h"
 
@@ -37,13 +38,6 @@ typedef struct {
     size_t total;         /* messages of the folder so far */
 } folder_scan;
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void batch_clear(folder_scan *fs)
 {
     for (size_t i = 0; i < fs->n; i++) {
@@ -60,7 +54,7 @@ static mb_status keep_lease(folder_scan *fs)
 {
     if (mb_conn_slot_renew(fs->slot) == MB_ERR_NOTFOUND) /* transient: scanned again */
         return mb_errf(MB_ERR_NET, "IMAP connection slot lost (%s)", mb_err_last());
-    int64_t now = mono_ms();
+    int64_t now = mb_mono_ms();
     if (now - fs->renewed_ms < mb_lease_ttl_ms() / 3)
         return MB_OK;
     bool mine;
@@ -187,7 +181,7 @@ static mb_status scan_account(mb_db *db, uint64_t job, const char *lease, const 
         return s;
     mb_job_cut cut = {0};
     size_t chosen = 0;
-    folder_scan fsc = {.db = db, .job = job, .lease = lease, .renewed_ms = mono_ms(), .slot = slot};
+    folder_scan fsc = {.db = db, .job = job, .lease = lease, .renewed_ms = mb_mono_ms(), .slot = slot};
     if (!(fsc.v = calloc(SCAN_BATCH, sizeof *fsc.v)))
         s = mb_errf(MB_ERR_NOMEM, "scan batch of %d", SCAN_BATCH);
     for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
@@ -236,7 +230,7 @@ static bool transient(mb_db *db, mb_status s)
  * was not; ok forgets it. */
 static int64_t failing_for(mb_scan *sc, uint64_t job, bool ok)
 {
-    int64_t now = mono_ms(), ms = 0;
+    int64_t now = mb_mono_ms(), ms = 0;
     pthread_mutex_lock(&sc->claim_mu);
     int at = -1, free_ = -1;
     for (int i = 0; i < (int)MB_ARRAY_LEN(sc->failing); i++) {
