@@ -4,7 +4,7 @@
  * fills in `ops`; callers only ever go through the mb_source_* wrappers below.
  *
  * Life cycle:  new (backend-specific) -> connect -> list_folders / open_folder
- *              -> scan / fetch (on the open folder) -> free.
+ *              or changes -> scan / fetch (on the open folder) -> free.
  * After MB_ERR_NET the connection is gone: call connect (and open_folder)
  * again to retry; every other error leaves the connection usable.
  *
@@ -79,6 +79,45 @@ typedef mb_status (*mb_scan_cb)(void *ctx, const mb_msg_info *msg);
 /* data/len: the message's exact raw bytes, valid only during the call. */
 typedef mb_status (*mb_fetch_cb)(void *ctx, uint64_t uid, const char *data, size_t len);
 
+/* What changed in one folder since a sync left it in `known` (changes below).
+ * Callbacks (each may be NULL; return MB_OK to go on, as mb_scan_cb):
+ *   changed  a message with uid < known->uidnext whose flags may have changed
+ *            since known->highest_modseq (QRESYNC / CONDSTORE), with its
+ *            current flags; size and internal_date are 0.
+ *   present  every message with uid < known->uidnext that the server still
+ *            holds, with its current flags (size, internal_date 0), in
+ *            ascending UID order, streamed in windows: the listing of the
+ *            UID-set comparison. Only when out->listed.
+ *   vanished UIDs [lo, hi] (lo <= hi, both < known->uidnext) expunged since
+ *            known->highest_modseq (QRESYNC VANISHED (EARLIER)). A UID the
+ *            caller does not hold may be named: ignore it.
+ *   added    every message with uid >= known->uidnext, as scan reports it
+ *            (size, internal date, flags).
+ * A message is reported to at most one of changed/present, and to added
+ * only if uid >= known->uidnext. */
+typedef mb_status (*mb_vanished_cb)(void *ctx, uint64_t lo, uint64_t hi);
+typedef struct {
+    mb_scan_cb changed, present, added;
+    mb_vanished_cb vanished;
+    void *ctx;
+} mb_changes_cb;
+
+/* How changes found them (for history and logs). */
+enum {
+    MB_CHANGES_UNCHANGED = 0, /* uidnext, exists and highest_modseq equal known: nothing read */
+    MB_CHANGES_QRESYNC,       /* SELECT (QRESYNC ...): changed + vanished, then added */
+    MB_CHANGES_CONDSTORE,     /* CHANGEDSINCE: changed; present only if messages went */
+    MB_CHANGES_FULL,          /* no mod-sequences: present (flags of all), added */
+    MB_CHANGES_RESET,         /* UIDVALIDITY differs: nothing reported, scan the folder */
+};
+
+typedef struct {
+    int method;           /* MB_CHANGES_* */
+    mb_folder_state now;  /* the folder's state as opened (what to remember) */
+    bool listed;          /* present was called for every message below known->uidnext:
+                             anything the caller holds there and was not listed is gone */
+} mb_changes_info;
+
 struct mb_source_ops {
     const char *kind; /* "imap", "gmail" */
     /* Connect and log in (again, after MB_ERR_NET). */
@@ -94,6 +133,15 @@ struct mb_source_ops {
     /* Raw bytes of the given UIDs of the open folder, never marking them
      * read. A UID that no longer exists gets no callback (compare). */
     mb_status (*fetch)(mb_source *s, const uint64_t *uids, size_t n, mb_fetch_cb cb, void *ctx);
+    /* Open the folder (as open_folder: it stays open for scan and fetch) and
+     * report what changed since known, by the cheapest means the server
+     * offers (mb_changes_cb above). known->exists is how many messages below
+     * known->uidnext the caller holds: when the server's count says none of
+     * them went, no listing is needed. With out->method MB_CHANGES_RESET the
+     * caller scans the folder again (scan works on it). Memory stays bounded
+     * whatever the folder's size. */
+    mb_status (*changes)(mb_source *s, const char *name, const mb_folder_state *known,
+                         const mb_changes_cb *cb, mb_changes_info *out);
     void (*free)(mb_source *s);
 };
 
@@ -115,6 +163,11 @@ static inline mb_status mb_source_scan(mb_source *s, int64_t since, int64_t unti
 static inline mb_status mb_source_fetch(mb_source *s, const uint64_t *uids, size_t n,
                                         mb_fetch_cb cb, void *ctx) {
     return s->ops->fetch(s, uids, n, cb, ctx);
+}
+static inline mb_status mb_source_changes(mb_source *s, const char *name,
+                                          const mb_folder_state *known, const mb_changes_cb *cb,
+                                          mb_changes_info *out) {
+    return s->ops->changes(s, name, known, cb, out);
 }
 /* NULL is fine. */
 static inline void mb_source_free(mb_source *s) {

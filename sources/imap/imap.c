@@ -45,6 +45,7 @@ typedef struct {
     mailimap *imap; /* NULL while not connected */
     char *folder;   /* open folder (raw name), NULL if none */
     bool has_condstore, has_special_use, has_xlist;
+    bool has_qresync; /* QRESYNC advertised and ENABLEd on this connection */
 } mb_imap;
 
 /* ---- errors ------------------------------------------------------------ */
@@ -179,6 +180,45 @@ static mb_status need_session(mb_imap *m, const char *cmd, bool need_folder) {
     return MB_OK;
 }
 
+/* Expunges the last response announced: EXPUNGE (libetpan already took them
+ * off sel_exists) or, with QRESYNC enabled, VANISHED without (EARLIER),
+ * which libetpan does not count: taken off sel_exists here (each UID in it is
+ * a message of the session's view, RFC 7162 3.2.10) and dropped, so a second
+ * call does not count them again. */
+static bool note_expunges(mb_imap *m) {
+    struct mailimap_response_info *ri = m->imap ? m->imap->imap_response_info : NULL;
+    if (!ri)
+        return false;
+    bool seen = ri->rsp_expunged && clist_count(ri->rsp_expunged) > 0;
+    for (clistiter *it = ri->rsp_extension_list ? clist_begin(ri->rsp_extension_list) : NULL; it;
+         it = clist_next(it)) {
+        struct mailimap_extension_data *ext = clist_content(it);
+        if (!ext || ext->ext_extension->ext_id != MAILIMAP_EXTENSION_QRESYNC ||
+            ext->ext_type != MAILIMAP_QRESYNC_TYPE_VANISHED || !ext->ext_data)
+            continue;
+        struct mailimap_qresync_vanished *v = ext->ext_data;
+        if (v->qr_earlier)
+            continue;
+        uint64_t n = 0;
+        for (clistiter *j = v->qr_known_uids && v->qr_known_uids->set_list
+                                ? clist_begin(v->qr_known_uids->set_list)
+                                : NULL;
+             j; j = clist_next(j)) {
+            const struct mailimap_set_item *si = clist_content(j);
+            uint32_t a = si->set_first ? si->set_first : UINT32_MAX;
+            uint32_t b = si->set_last ? si->set_last : UINT32_MAX;
+            n += (a < b ? b - a : a - b) + 1ull;
+        }
+        struct mailimap_selection_info *sel = m->imap->imap_selection_info;
+        if (sel)
+            sel->sel_exists = n < sel->sel_exists ? sel->sel_exists - (uint32_t)n : 0;
+        mailimap_qresync_vanished_free(v);
+        ext->ext_data = NULL;
+        seen = true;
+    }
+    return seen;
+}
+
 /* ---- connect ------------------------------------------------------------ */
 
 static bool host_is_loopback(const char *h) {
@@ -286,6 +326,64 @@ static mb_status wrap_eof(mb_imap *m) {
     return MB_OK;
 }
 
+/* ENABLE QRESYNC (RFC 7162) once per connection, in the authenticated state
+ * (ENABLE is not allowed once a folder is selected), when the server offers
+ * it: changes then resynchronises a folder with one EXAMINE. It also makes
+ * the server announce expunges as VANISHED instead of EXPUNGE (note_expunges)
+ * and add MODSEQ to FETCH responses (ignored). A refusal is not an error:
+ * changes then uses CONDSTORE. */
+static mb_status enable_qresync(mb_imap *m) {
+    m->has_qresync = false;
+    if (!m->has_condstore || !mailimap_has_qresync(m->imap))
+        return MB_OK;
+    clist *list = clist_new();
+    char *name = strdup("QRESYNC");
+    struct mailimap_capability *cap =
+        name ? mailimap_capability_new(MAILIMAP_CAPABILITY_NAME, NULL, name) : NULL;
+    if (!cap)
+        free(name);
+    struct mailimap_capability_data *want = NULL;
+    if (list && cap && clist_append(list, cap) == 0) {
+        cap = NULL; /* the list's now */
+        if ((want = mailimap_capability_data_new(list)) != NULL)
+            list = NULL;
+        else
+            cap = clist_content(clist_begin(list));
+    }
+    if (!want) {
+        if (cap)
+            mailimap_capability_free(cap);
+        if (list)
+            clist_free(list);
+        return mb_errf(MB_ERR_NOMEM, "imap %s:%d: ENABLE QRESYNC: out of memory", m->host, m->port);
+    }
+    struct mailimap_capability_data *got = NULL;
+    int r = mailimap_enable(m->imap, want, &got);
+    mailimap_capability_data_free(want);
+    if (r == MAILIMAP_ERROR_EXTENSION) { /* NO or BAD */
+        char text[200];
+        server_text(m, text, sizeof text);
+        MB_WARN(NULL, NULL, "imap %s:%d: ENABLE QRESYNC refused (%s): using CONDSTORE", m->host,
+                m->port, text);
+        return MB_OK;
+    }
+    if (r != MAILIMAP_NO_ERROR)
+        return imap_fail(m, r, MB_ERR_INVALID, "ENABLE QRESYNC", NULL);
+    for (clistiter *it = got && got->cap_list ? clist_begin(got->cap_list) : NULL; it;
+         it = clist_next(it)) {
+        const struct mailimap_capability *c = clist_content(it);
+        if (c && c->cap_type == MAILIMAP_CAPABILITY_NAME && c->cap_data.cap_name &&
+            strcasecmp(c->cap_data.cap_name, "QRESYNC") == 0)
+            m->has_qresync = true;
+    }
+    if (got)
+        mailimap_capability_data_free(got);
+    if (!m->has_qresync)
+        MB_WARN(NULL, NULL, "imap %s:%d: ENABLE QRESYNC: not enabled: using CONDSTORE", m->host,
+                m->port);
+    return MB_OK;
+}
+
 static mb_status imap_connect(mb_source *s) {
     mb_imap *m = (mb_imap *)s;
     int r;
@@ -356,9 +454,12 @@ static mb_status imap_connect(mb_source *s) {
     m->has_condstore = mailimap_has_condstore(m->imap) != 0;
     m->has_special_use = mailimap_has_extension(m->imap, "SPECIAL-USE") != 0;
     m->has_xlist = mailimap_has_xlist(m->imap) != 0;
-    MB_INFO(NULL, NULL, "imap %s:%d: logged in as %s (%s%s%s)", m->host, m->port, m->user,
+    if ((st = enable_qresync(m)) != MB_OK)
+        return st;
+    MB_INFO(NULL, NULL, "imap %s:%d: logged in as %s (%s%s%s%s)", m->host, m->port, m->user,
             m->tls == MB_TLS_IMAPS ? "imaps" : m->tls == MB_TLS_STARTTLS ? "starttls" : "plain",
-            m->has_condstore ? ", condstore" : "", m->has_special_use ? ", special-use" : "");
+            m->has_condstore ? ", condstore" : "", m->has_qresync ? ", qresync" : "",
+            m->has_special_use ? ", special-use" : "");
     return MB_OK;
 
 fail_wrap:
@@ -539,20 +640,53 @@ static bool imap_time(const struct mailimap_date_time *d, int64_t *out) {
     return true;
 }
 
+/* The window of sequence numbers a FETCH asked for, and which of them have
+ * come: a NO makes the window be asked for again, and what already came
+ * before it must not be delivered twice; a FETCH for a number outside the
+ * window is unsolicited. */
 typedef struct {
-    mb_imap *m;
-    int64_t since, until;
-    mb_scan_cb cb;
-    void *ctx;
-    mb_status status;
-    uint64_t seen, delivered;
+    uint32_t lo;                   /* first sequence number of the window */
+    uint8_t seen[SCAN_WINDOW / 8]; /* delivered, by seq - lo */
+} seq_window;
+
+static void window_start(seq_window *w, uint32_t lo) {
+    w->lo = lo;
+    memset(w->seen, 0, sizeof w->seen);
+}
+
+/* Whether seq is in the window and had not come yet (it has now). */
+static bool window_first(seq_window *w, uint32_t seq) {
+    if (seq < w->lo || seq - w->lo >= SCAN_WINDOW)
+        return false;
+    uint32_t b = seq - w->lo;
+    if (w->seen[b / 8] & (1u << (b % 8)))
+        return false;
+    w->seen[b / 8] |= (uint8_t)(1u << (b % 8));
+    return true;
+}
+
+/* Scratch for one message's flags, reused for every message (scan and
+ * changes report flags the same way). */
+typedef struct {
+    const char **v;
+    size_t cap;
+    mb_buf ext;            /* "\\Ext" names and escaped keywords */
     uint64_t bad_keywords; /* keywords that had to be escaped */
-    uint32_t win_lo;    /* first sequence number of the current window */
-    uint8_t win_seen[SCAN_WINDOW / 8]; /* delivered in this window, by seq - win_lo */
-    const char **flags; /* scratch, reused for every message */
-    size_t flags_cap;
-    mb_buf ext;         /* scratch for "\\Ext" flag names */
-} scan_ctx;
+} flag_buf;
+
+static void flag_buf_free(flag_buf *fb) {
+    free(fb->v);
+    fb->v = NULL;
+    fb->cap = 0;
+    mb_buf_free(&fb->ext);
+}
+
+static void warn_bad_keywords(const mb_imap *m, const flag_buf *fb) {
+    if (fb->bad_keywords)
+        MB_WARN(NULL, NULL, "imap %s:%d folder '%s': %llu keywords were not valid UTF-8 (or held "
+                "control characters): kept in their escaped form (U+FFFD, \\xNN)", m->host,
+                m->port, m->folder, (unsigned long long)fb->bad_keywords);
+}
 
 static const char *system_flag(int t) {
     switch (t) {
@@ -565,15 +699,120 @@ static const char *system_flag(int t) {
     }
 }
 
+/* A FETCH FLAGS list as mb_msg_info carries it, into fb->v[0..*n): system
+ * flags are static strings, keywords point into libetpan's item (so the
+ * result is valid while the item is), extension flags ("\Foo") and keywords
+ * that are not clean (escaped: mb_imap_escape) are written into fb->ext
+ * first and pointed at only once it no longer grows. \Recent is dropped: it
+ * is per session, not a property of the message. */
+static mb_status flags_collect(flag_buf *fb, clist *flags, size_t *n) {
+    size_t nf = 0, nflags = flags ? (size_t)clist_count(flags) : 0;
+    *n = 0;
+    if (nflags > fb->cap) {
+        const char **nfp = realloc(fb->v, nflags * sizeof *nfp);
+        if (!nfp)
+            return mb_errf(MB_ERR_NOMEM, "imap flags: out of memory");
+        fb->v = nfp;
+        fb->cap = nflags;
+    }
+    mb_buf_reset(&fb->ext);
+    size_t ext_off[64];
+    size_t next = 0;
+    for (clistiter *it = flags ? clist_begin(flags) : NULL; it; it = clist_next(it)) {
+        struct mailimap_flag_fetch *ff = clist_content(it);
+        if (!ff || ff->fl_type != MAILIMAP_FLAG_FETCH_OTHER || !ff->fl_flag)
+            continue;
+        struct mailimap_flag *fl = ff->fl_flag;
+        const char *name = system_flag(fl->fl_type);
+        if (name) {
+            fb->v[nf++] = name;
+        } else if (fl->fl_type == MAILIMAP_FLAG_KEYWORD && fl->fl_data.fl_keyword) {
+            const char *kw = fl->fl_data.fl_keyword;
+            char *esc = NULL;
+            bool escaped = false;
+            if (mb_imap_escape(kw, strlen(kw), false, &esc, &escaped) != MB_OK)
+                return mb_errf(MB_ERR_NOMEM, "imap flags: out of memory");
+            if (!escaped) {
+                fb->v[nf++] = kw;
+            } else if (next < MB_ARRAY_LEN(ext_off)) {
+                /* 8-bit or control bytes: stored in the escaped form. */
+                fb->bad_keywords++;
+                ext_off[next++] = fb->ext.len;
+                if (mb_buf_append(&fb->ext, esc, strlen(esc) + 1) != MB_OK) {
+                    free(esc);
+                    return mb_errf(MB_ERR_NOMEM, "imap flags: out of memory");
+                }
+            }
+            free(esc);
+        } else if (fl->fl_type == MAILIMAP_FLAG_EXTENSION && fl->fl_data.fl_extension &&
+                   next < MB_ARRAY_LEN(ext_off)) {
+            ext_off[next++] = fb->ext.len;
+            if (mb_buf_putc(&fb->ext, '\\') != MB_OK ||
+                mb_buf_append(&fb->ext, fl->fl_data.fl_extension,
+                              strlen(fl->fl_data.fl_extension) + 1) != MB_OK)
+                return mb_errf(MB_ERR_NOMEM, "imap flags: out of memory");
+        }
+    }
+    for (size_t i = 0; i < next; i++)
+        fb->v[nf++] = fb->ext.data + ext_off[i];
+    *n = nf;
+    return MB_OK;
+}
+
+/* The items of one FETCH response that scan and changes look at. */
+typedef struct {
+    uint64_t uid, size;
+    int64_t date;
+    bool has_size, has_date, date_ok, has_flags;
+    clist *flags; /* may be NULL with has_flags: FLAGS () */
+} att_items;
+
+static void att_read(const struct mailimap_msg_att *att, att_items *a) {
+    memset(a, 0, sizeof *a);
+    a->date_ok = true;
+    for (clistiter *it = clist_begin(att->att_list); it; it = clist_next(it)) {
+        struct mailimap_msg_att_item *item = clist_content(it);
+        if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC && item->att_data.att_dyn) {
+            a->flags = item->att_data.att_dyn->att_list;
+            a->has_flags = true;
+        } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC && item->att_data.att_static) {
+            struct mailimap_msg_att_static *sa = item->att_data.att_static;
+            if (sa->att_type == MAILIMAP_MSG_ATT_UID) {
+                a->uid = sa->att_data.att_uid;
+            } else if (sa->att_type == MAILIMAP_MSG_ATT_RFC822_SIZE) {
+                a->size = sa->att_data.att_rfc822_size;
+                a->has_size = true;
+            } else if (sa->att_type == MAILIMAP_MSG_ATT_INTERNALDATE) {
+                a->has_date = true;
+                a->date_ok = imap_time(sa->att_data.att_internal_date, &a->date);
+            }
+        }
+    }
+}
+
+typedef struct {
+    mb_imap *m;
+    int64_t since, until;
+    mb_scan_cb cb;
+    void *ctx;
+    mb_status status;
+    uint64_t seen, delivered;
+    seq_window win;
+    flag_buf fl;
+} scan_ctx;
+
 /* Run a FETCH (by sequence or by UID) whose messages each go to handler as
  * they are parsed, so a large response is not held whole; what libetpan
- * still collects is freed at once. Returns libetpan's result. */
+ * still collects is freed at once. changedsince (UID FETCH only): non-zero
+ * adds (CHANGEDSINCE changedsince). Returns libetpan's result. */
 static int fetch_streaming(mb_imap *m, bool by_uid, struct mailimap_set *set,
-                           struct mailimap_fetch_type *ft, mailimap_msg_att_handler *handler,
-                           void *ctx) {
+                           struct mailimap_fetch_type *ft, uint64_t changedsince,
+                           mailimap_msg_att_handler *handler, void *ctx) {
     clist *res = NULL;
     mailimap_set_msg_att_handler(m->imap, handler, ctx);
-    int r = by_uid ? mailimap_uid_fetch(m->imap, set, ft, &res) : mailimap_fetch(m->imap, set, ft, &res);
+    int r = !by_uid ? mailimap_fetch(m->imap, set, ft, &res)
+            : changedsince ? mailimap_uid_fetch_changedsince(m->imap, set, ft, changedsince, &res)
+                           : mailimap_uid_fetch(m->imap, set, ft, &res);
     if (m->imap)
         mailimap_set_msg_att_handler(m->imap, NULL, NULL);
     /* On a NO, libetpan has freed the list already but leaves res pointing
@@ -583,110 +822,88 @@ static int fetch_streaming(mb_imap *m, bool by_uid, struct mailimap_set *set,
     return r;
 }
 
+/* FETCH lo:hi (items) by sequence number (or only the numbers in `only`, a
+ * subset of lo:hi, when not NULL) through handler, which sees the
+ * window in *win (started here) and reports its callbacks' verdict in
+ * *status. A NO [EXPUNGEISSUED] / [NONEXISTENT]: messages were expunged
+ * meanwhile and the rest came (*gone, may be NULL). Any other NO
+ * ([UNAVAILABLE], [SERVERBUG], none) is not a verdict on the messages: the
+ * window is asked for again (messages that came are not delivered twice,
+ * win), and after NO_ATTEMPTS this fails as temporary (MB_ERR_NET). */
+static mb_status fetch_window(mb_imap *m, const struct mailimap_set *only, uint32_t lo,
+                              uint32_t hi, struct mailimap_fetch_type *ft, const char *items,
+                              mailimap_msg_att_handler *handler, void *ctx, seq_window *win,
+                              const mb_status *status, bool *gone) {
+    struct mailimap_set *own = only ? NULL : mailimap_set_new_interval(lo, hi);
+    struct mailimap_set *set = only ? (struct mailimap_set *)only : own;
+    if (!set)
+        return mb_errf(MB_ERR_NOMEM, "imap FETCH: out of memory");
+    char fbuf[256]; /* m->folder: imap_fail frees it on NET */
+    snprintf(fbuf, sizeof fbuf, "%s", m->folder ? m->folder : "");
+    window_start(win, lo);
+    mb_status st = MB_OK;
+    int r;
+    for (int attempt = 1;; attempt++) {
+        r = fetch_streaming(m, false, set, ft, 0, handler, ctx);
+        if (r != MAILIMAP_ERROR_FETCH || *status != MB_OK)
+            break;
+        char text[200], code[64];
+        server_text(m, text, sizeof text);
+        snprintf(code, sizeof code, "%s", resp_code(m));
+        if (code_means_gone(code)) {
+            MB_WARN(NULL, NULL, "imap %s:%d folder '%s': FETCH %u:%u: NO [%s] %s", m->host,
+                    m->port, fbuf, lo, hi, code, text);
+            if (gone)
+                *gone = true;
+            r = MAILIMAP_NO_ERROR;
+            break;
+        }
+        if (attempt >= NO_ATTEMPTS) {
+            st = mb_errf(MB_ERR_NET, "imap %s:%d folder '%s': FETCH %u:%u: server answered "
+                         "NO%s%s%s %s, %d attempts (temporary)", m->host, m->port, fbuf,
+                         lo, hi, code[0] ? " [" : "", code, code[0] ? "]" : "", text, attempt);
+            drop_session(m);
+            break;
+        }
+        MB_WARN(NULL, NULL, "imap %s:%d folder '%s': FETCH %u:%u: NO%s%s%s %s; trying again",
+                m->host, m->port, fbuf, lo, hi, code[0] ? " [" : "", code,
+                code[0] ? "]" : "", text);
+        pause_ms((long)NO_PAUSE_MS << (attempt - 1));
+    }
+    if (own)
+        mailimap_set_free(own);
+    if (st == MB_OK && r != MAILIMAP_NO_ERROR) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "FETCH %u:%u (%s)", lo, hi, items);
+        st = imap_fail(m, r, MB_ERR_INVALID, cmd, fbuf);
+    }
+    return st;
+}
+
 static void scan_att_handler(struct mailimap_msg_att *att, void *arg) {
     scan_ctx *c = arg;
     if (c->status != MB_OK || !att || !att->att_list)
         return;
-    uint64_t uid = 0, size = 0;
-    bool has_size = false, has_date = false, date_ok = true;
-    int64_t date = 0;
-    clist *flags = NULL;
-    for (clistiter *it = clist_begin(att->att_list); it; it = clist_next(it)) {
-        struct mailimap_msg_att_item *item = clist_content(it);
-        if (item->att_type == MAILIMAP_MSG_ATT_ITEM_DYNAMIC && item->att_data.att_dyn) {
-            flags = item->att_data.att_dyn->att_list;
-        } else if (item->att_type == MAILIMAP_MSG_ATT_ITEM_STATIC && item->att_data.att_static) {
-            struct mailimap_msg_att_static *sa = item->att_data.att_static;
-            if (sa->att_type == MAILIMAP_MSG_ATT_UID) {
-                uid = sa->att_data.att_uid;
-            } else if (sa->att_type == MAILIMAP_MSG_ATT_RFC822_SIZE) {
-                size = sa->att_data.att_rfc822_size;
-                has_size = true;
-            } else if (sa->att_type == MAILIMAP_MSG_ATT_INTERNALDATE) {
-                has_date = true;
-                date_ok = imap_time(sa->att_data.att_internal_date, &date);
-            }
-        }
-    }
+    att_items a;
+    att_read(att, &a);
     /* Unsolicited FETCH (a flag change by another client) lacks these: skip. */
-    if (uid == 0 || !has_size || !has_date)
+    if (a.uid == 0 || !a.has_size || !a.has_date)
         return;
-    if (!date_ok) {
+    if (!a.date_ok) {
         c->status = mb_errf(MB_ERR_INVALID, "imap %s:%d folder '%s': UID %llu: bad INTERNALDATE",
-                            c->m->host, c->m->port, c->m->folder, (unsigned long long)uid);
+                            c->m->host, c->m->port, c->m->folder, (unsigned long long)a.uid);
         return;
     }
-    if (att->att_number >= c->win_lo && att->att_number - c->win_lo < SCAN_WINDOW) {
-        uint32_t b = att->att_number - c->win_lo;
-        if (c->win_seen[b / 8] & (1u << (b % 8)))
-            return; /* came before a NO, and again in the retry */
-        c->win_seen[b / 8] |= (uint8_t)(1u << (b % 8));
-    }
+    if (!window_first(&c->win, att->att_number))
+        return; /* came before a NO, and again in the retry */
     c->seen++;
-    if ((c->since && date < c->since) || (c->until && date >= c->until))
+    if ((c->since && a.date < c->since) || (c->until && a.date >= c->until))
         return;
-
-    /* Flags: system flags are static strings, keywords point into libetpan's
-     * item, extension flags ("\Foo") are written into c->ext first and
-     * pointed at only once it no longer grows. */
-    size_t nf = 0, nflags = flags ? (size_t)clist_count(flags) : 0;
-    if (nflags > c->flags_cap) {
-        const char **nfp = realloc(c->flags, nflags * sizeof *nfp);
-        if (!nfp) {
-            c->status = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
-            return;
-        }
-        c->flags = nfp;
-        c->flags_cap = nflags;
-    }
-    mb_buf_reset(&c->ext);
-    size_t ext_off[64];
-    size_t next = 0;
-    for (clistiter *it = flags ? clist_begin(flags) : NULL; it; it = clist_next(it)) {
-        struct mailimap_flag_fetch *ff = clist_content(it);
-        if (!ff || ff->fl_type != MAILIMAP_FLAG_FETCH_OTHER || !ff->fl_flag)
-            continue; /* \Recent is per session: not a property of the message */
-        struct mailimap_flag *fl = ff->fl_flag;
-        const char *name = system_flag(fl->fl_type);
-        if (name) {
-            c->flags[nf++] = name;
-        } else if (fl->fl_type == MAILIMAP_FLAG_KEYWORD && fl->fl_data.fl_keyword) {
-            const char *kw = fl->fl_data.fl_keyword;
-            char *esc = NULL;
-            bool escaped = false;
-            if (mb_imap_escape(kw, strlen(kw), false, &esc, &escaped) != MB_OK) {
-                c->status = MB_ERR_NOMEM;
-                return;
-            }
-            if (!escaped) {
-                c->flags[nf++] = kw;
-            } else if (next < MB_ARRAY_LEN(ext_off)) {
-                /* 8-bit or control bytes: stored in the escaped form. */
-                c->bad_keywords++;
-                ext_off[next++] = c->ext.len;
-                if (mb_buf_append(&c->ext, esc, strlen(esc) + 1) != MB_OK) {
-                    free(esc);
-                    c->status = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
-                    return;
-                }
-            }
-            free(esc);
-        } else if (fl->fl_type == MAILIMAP_FLAG_EXTENSION && fl->fl_data.fl_extension &&
-                   next < MB_ARRAY_LEN(ext_off)) {
-            ext_off[next++] = c->ext.len;
-            if (mb_buf_putc(&c->ext, '\\') != MB_OK ||
-                mb_buf_append(&c->ext, fl->fl_data.fl_extension,
-                              strlen(fl->fl_data.fl_extension) + 1) != MB_OK) {
-                c->status = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
-                return;
-            }
-        }
-    }
-    for (size_t i = 0; i < next; i++)
-        c->flags[nf++] = c->ext.data + ext_off[i];
-
-    mb_msg_info info = {.uid = uid, .size = size, .internal_date = date,
-                        .flags = c->flags, .nflags = nf};
+    size_t nf = 0;
+    if ((c->status = flags_collect(&c->fl, a.flags, &nf)) != MB_OK)
+        return;
+    mb_msg_info info = {.uid = a.uid, .size = a.size, .internal_date = a.date,
+                        .flags = c->fl.v, .nflags = nf};
     c->delivered++;
     c->status = c->cb(c->ctx, &info);
 }
@@ -776,16 +993,20 @@ static mb_status search_window(scan_ctx *c, uint32_t lo, uint32_t hi, struct mai
     return MB_OK;
 }
 
-static struct mailimap_fetch_type *scan_fetch_type(void) {
+/* (UID RFC822.SIZE INTERNALDATE FLAGS), or (UID FLAGS) without meta. */
+static struct mailimap_fetch_type *scan_fetch_type(bool meta) {
     struct mailimap_fetch_type *ft = mailimap_fetch_type_new_fetch_att_list_empty();
     if (!ft)
         return NULL;
-    struct mailimap_fetch_att *a[] = {mailimap_fetch_att_new_uid(),
-                                      mailimap_fetch_att_new_rfc822_size(),
-                                      mailimap_fetch_att_new_internaldate(),
-                                      mailimap_fetch_att_new_flags()};
+    struct mailimap_fetch_att *a[4] = {mailimap_fetch_att_new_uid()};
+    size_t n = 1;
+    if (meta) {
+        a[n++] = mailimap_fetch_att_new_rfc822_size();
+        a[n++] = mailimap_fetch_att_new_internaldate();
+    }
+    a[n++] = mailimap_fetch_att_new_flags();
     bool ok = true;
-    for (size_t i = 0; i < MB_ARRAY_LEN(a); i++) {
+    for (size_t i = 0; i < n; i++) {
         if (!ok || !a[i] || mailimap_fetch_type_new_fetch_att_list_add(ft, a[i]) != MAILIMAP_NO_ERROR) {
             if (a[i])
                 mailimap_fetch_att_free(a[i]);
@@ -808,7 +1029,7 @@ static mb_status imap_scan(mb_source *s, int64_t since, int64_t until, mb_scan_c
         return mb_errf(MB_ERR_INVALID, "imap scan: bad range since=%lld until=%lld",
                        (long long)since, (long long)until);
     scan_ctx c = {.m = m, .since = since, .until = until, .cb = cb, .ctx = ctx, .status = MB_OK};
-    struct mailimap_fetch_type *ft = scan_fetch_type();
+    struct mailimap_fetch_type *ft = scan_fetch_type(true);
     if (!ft)
         return mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
     /* Messages that arrive during the scan are the next sync's business. */
@@ -825,61 +1046,17 @@ static mb_status imap_scan(mb_source *s, int64_t since, int64_t until, mb_scan_c
             st = mb_errf(MB_ERR_NOMEM, "imap scan: out of memory");
             break;
         }
-        /* A NO [EXPUNGEISSUED] / [NONEXISTENT]: messages were expunged
-         * meanwhile and the rest came. Any other NO ([UNAVAILABLE],
-         * [SERVERBUG], none) is not a verdict on the messages: the window is
-         * asked for again (messages that came are not delivered twice), and
-         * after NO_ATTEMPTS the scan fails as temporary (MB_ERR_NET). */
-        c.win_lo = lo;
-        memset(c.win_seen, 0, sizeof c.win_seen);
-        int r;
-        for (int attempt = 1;; attempt++) {
-            r = fetch_streaming(m, false, set, ft, scan_att_handler, &c);
-            if (r != MAILIMAP_ERROR_FETCH || c.status != MB_OK)
-                break;
-            char text[200], code[64];
-            server_text(m, text, sizeof text);
-            snprintf(code, sizeof code, "%s", resp_code(m));
-            if (code_means_gone(code)) {
-                MB_WARN(NULL, NULL, "imap %s:%d folder '%s': FETCH %u:%u: NO [%s] %s", m->host,
-                        m->port, m->folder, lo, hi, code, text);
-                r = MAILIMAP_NO_ERROR;
-                break;
-            }
-            if (attempt >= NO_ATTEMPTS) {
-                st = mb_errf(MB_ERR_NET, "imap %s:%d folder '%s': FETCH %u:%u: server answered "
-                             "NO%s%s%s %s, %d attempts (temporary)", m->host, m->port, m->folder,
-                             lo, hi, code[0] ? " [" : "", code, code[0] ? "]" : "", text, attempt);
-                drop_session(m);
-                break;
-            }
-            MB_WARN(NULL, NULL, "imap %s:%d folder '%s': FETCH %u:%u: NO%s%s%s %s; trying again",
-                    m->host, m->port, m->folder, lo, hi, code[0] ? " [" : "", code,
-                    code[0] ? "]" : "", text);
-            pause_ms((long)NO_PAUSE_MS << (attempt - 1));
-        }
+        st = fetch_window(m, set, lo, hi, ft, "UID RFC822.SIZE INTERNALDATE FLAGS",
+                          scan_att_handler, &c, &c.win, &c.status, NULL);
         mailimap_set_free(set);
         if (st != MB_OK)
             break;
-        if (r != MAILIMAP_NO_ERROR) {
-            char cmd[64];
-            snprintf(cmd, sizeof cmd, "FETCH %u:%u (UID RFC822.SIZE INTERNALDATE FLAGS)", lo, hi);
-            const char *folder = m->folder; /* imap_fail frees it on NET */
-            char fbuf[256];
-            snprintf(fbuf, sizeof fbuf, "%s", folder);
-            st = imap_fail(m, r, MB_ERR_INVALID, cmd, fbuf);
-            break;
-        }
     }
     mailimap_fetch_type_free(ft);
-    free(c.flags);
-    mb_buf_free(&c.ext);
+    flag_buf_free(&c.fl);
     if (st != MB_OK)
         return st;
-    if (c.bad_keywords)
-        MB_WARN(NULL, NULL, "imap %s:%d folder '%s': %llu keywords were not valid UTF-8 (or held "
-                "control characters): kept in their escaped form (U+FFFD, \\xNN)", m->host,
-                m->port, m->folder, (unsigned long long)c.bad_keywords);
+    warn_bad_keywords(m, &c.fl);
     MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': scanned %llu messages, %llu in range", m->host,
              m->port, m->folder, (unsigned long long)c.seen, (unsigned long long)c.delivered);
     return c.status;
@@ -978,7 +1155,7 @@ static mb_status fetch_once(mb_imap *m, const uint64_t *uids, size_t n, fetch_ct
         c->want = uids;
         c->nwant = n;
         memset(c->recv, 0, n * sizeof *c->recv);
-        *r = fetch_streaming(m, true, set, ft, fetch_att_handler, c);
+        *r = fetch_streaming(m, true, set, ft, 0, fetch_att_handler, c);
     }
     if (set)
         mailimap_set_free(set);
@@ -995,6 +1172,7 @@ static mb_status uids_present(mb_imap *m, const uint64_t *uids, size_t n, bool *
     int r = mailimap_noop(m->imap);
     if (r != MAILIMAP_NO_ERROR)
         return imap_fail(m, r, MB_ERR_NET, "NOOP", fbuf);
+    note_expunges(m);
     struct mailimap_set *set = uid_set(uids, n);
     struct mailimap_search_key *key = set ? mailimap_search_key_new_uid(set) : NULL;
     if (!key) {
@@ -1005,6 +1183,7 @@ static mb_status uids_present(mb_imap *m, const uint64_t *uids, size_t n, bool *
     clist *res = NULL;
     r = mailimap_uid_search(m->imap, NULL, key, &res);
     mailimap_search_key_free(key);
+    note_expunges(m);
     if (r != MAILIMAP_NO_ERROR) {
         if (res)
             mailimap_search_result_free(res);
@@ -1036,6 +1215,7 @@ static mb_status fetch_batch(mb_imap *m, const uint64_t *uids, size_t n, fetch_c
         mb_status st = fetch_once(m, pend, np, c, &r);
         if (st != MB_OK)
             return st;
+        note_expunges(m);
         char cmd[96], fbuf[256], code[64] = "", text[200] = "";
         snprintf(cmd, sizeof cmd, "UID FETCH %llu%s BODY.PEEK[]", (unsigned long long)pend[0],
                  np > 1 ? ",..." : "");
@@ -1105,6 +1285,441 @@ static mb_status imap_fetch(mb_source *s, const uint64_t *uids, size_t n, mb_fet
         MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': %zu of %zu UIDs no longer exist", m->host,
                  m->port, m->folder, n - c.got, n);
     return MB_OK;
+}
+
+/* ---- changes ---------------------------------------------------------------
+ *
+ * One EXAMINE, then the cheapest way the server offers:
+ *  QRESYNC    EXAMINE name (QRESYNC (uidvalidity modseq 1:uidnext-1)): the
+ *             server sends FETCH (UID FLAGS) for the messages below uidnext
+ *             changed since modseq (-> changed, as they are parsed) and
+ *             VANISHED (EARLIER) for those expunged (-> vanished), all in the
+ *             EXAMINE's response; then added.
+ *  CONDSTORE  EXAMINE (CONDSTORE); added; then the count says whether any
+ *             message below uidnext went: exists at EXAMINE minus the added
+ *             ones against known->exists. If some went, present lists every
+ *             message below uidnext with its flags (listed), which also
+ *             carries every flag change; if none went, UID FETCH
+ *             1:uidnext-1 (UID FLAGS) (CHANGEDSINCE modseq) -> changed
+ *             (skipped when HIGHESTMODSEQ did not move).
+ *  FULL       EXAMINE; added; present (listed).
+ * added comes right after the EXAMINE and by sequence number: the messages
+ * from known->uidnext on are the last ones, at most uidnext - known->uidnext
+ * of them (UIDs only grow), so FETCH s0:exists (UID RFC822.SIZE INTERNALDATE
+ * FLAGS) with s0 = exists - that + 1 holds them all, in SCAN_WINDOW windows,
+ * with no UID FETCH N:* (which returns the last message when N is past it)
+ * and no EXPUNGE in between to shift the numbers (the server may not send one
+ * during FETCH). Messages that arrive after the EXAMINE (uid >= its UIDNEXT)
+ * are the next call's business. present likewise windows from 1 up and stops
+ * after the window that reaches known->uidnext.
+ *
+ * Memory: every FETCH response goes to the msg_att handler and is freed as it
+ * is parsed; the text of one response is still held by libetpan until its
+ * end, which is bounded by SCAN_WINDOW for added and present, but for the
+ * QRESYNC EXAMINE and the CHANGEDSINCE FETCH grows with the number of
+ * messages changed since known (about 70 bytes each), as does the VANISHED
+ * set (kept as ranges). */
+
+enum { PH_CHANGED, PH_PRESENT, PH_ADDED };
+
+typedef struct {
+    mb_imap *m;
+    const mb_folder_state *known;
+    const mb_changes_cb *cb;
+    mb_status status;
+    int phase;
+    uint64_t uid_end;   /* PH_ADDED: only UIDs below (the EXAMINE's UIDNEXT; 0: any) */
+    uint64_t last;      /* PH_PRESENT: the last UID listed */
+    bool beyond;        /* PH_PRESENT: this window reached known->uidnext */
+    seq_window win;
+    flag_buf fl;
+    uint64_t n_changed, n_present, n_added, n_vanished;
+} changes_ctx;
+
+static void changes_att_handler(struct mailimap_msg_att *att, void *arg) {
+    changes_ctx *c = arg;
+    if (c->status != MB_OK || !att || !att->att_list)
+        return;
+    att_items a;
+    att_read(att, &a);
+    if (a.uid == 0 || !a.has_flags)
+        return; /* unsolicited, without what we need */
+    const uint64_t below = c->known->uidnext;
+    mb_msg_info info = {.uid = a.uid};
+    mb_scan_cb cb = NULL;
+    switch (c->phase) {
+    case PH_CHANGED:
+        if (a.uid >= below)
+            return; /* added reports it */
+        c->n_changed++;
+        cb = c->cb->changed;
+        break;
+    case PH_PRESENT:
+        if (!window_first(&c->win, att->att_number))
+            return; /* unsolicited, or came before a NO and again */
+        if (a.uid >= below) {
+            c->beyond = true;
+            return;
+        }
+        if (a.uid <= c->last) {
+            c->status = mb_errf(MB_ERR_INVALID, "imap %s:%d folder '%s': FETCH: UID %llu came "
+                                "after UID %llu: the server does not answer in sequence order",
+                                c->m->host, c->m->port, c->m->folder, (unsigned long long)a.uid,
+                                (unsigned long long)c->last);
+            return;
+        }
+        c->last = a.uid;
+        c->n_present++;
+        cb = c->cb->present;
+        break;
+    default: /* PH_ADDED */
+        if (!a.has_size || !a.has_date || !window_first(&c->win, att->att_number))
+            return;
+        if (a.uid < below || (c->uid_end && a.uid >= c->uid_end))
+            return;
+        if (!a.date_ok) {
+            c->status = mb_errf(MB_ERR_INVALID, "imap %s:%d folder '%s': UID %llu: bad "
+                                "INTERNALDATE", c->m->host, c->m->port, c->m->folder,
+                                (unsigned long long)a.uid);
+            return;
+        }
+        c->n_added++;
+        info.size = a.size;
+        info.internal_date = a.date;
+        cb = c->cb->added;
+        break;
+    }
+    if (!cb)
+        return;
+    size_t nf = 0;
+    if ((c->status = flags_collect(&c->fl, a.flags, &nf)) != MB_OK)
+        return;
+    info.flags = c->fl.v;
+    info.nflags = nf;
+    c->status = cb(c->cb->ctx, &info);
+}
+
+/* Sequence numbers lo..hi in SCAN_WINDOW windows, in phase (PH_PRESENT stops
+ * after the window that reached known->uidnext). *gone: a NO said messages
+ * were expunged meanwhile. */
+static mb_status changes_windows(changes_ctx *c, int phase, uint32_t lo, uint32_t hi, bool *gone) {
+    mb_imap *m = c->m;
+    bool meta = phase == PH_ADDED;
+    struct mailimap_fetch_type *ft = scan_fetch_type(meta);
+    if (!ft)
+        return mb_errf(MB_ERR_NOMEM, "imap changes: out of memory");
+    c->phase = phase;
+    c->beyond = false;
+    mb_status st = MB_OK;
+    for (uint32_t w = lo; w >= lo && w <= hi && c->status == MB_OK && !c->beyond;
+         w += SCAN_WINDOW) {
+        uint32_t whi = hi - w < SCAN_WINDOW - 1 ? hi : w + SCAN_WINDOW - 1;
+        st = fetch_window(m, NULL, w, whi, ft,
+                          meta ? "UID RFC822.SIZE INTERNALDATE FLAGS" : "UID FLAGS",
+                          changes_att_handler, c, &c->win, &c->status, gone);
+        if (st != MB_OK)
+            break;
+    }
+    mailimap_fetch_type_free(ft);
+    return st;
+}
+
+/* The VANISHED (EARLIER) sets of the last response: reported to vanished
+ * (clipped below known->uidnext) when report, else only counted. */
+static size_t earlier_vanished(changes_ctx *c, bool report) {
+    struct mailimap_response_info *ri = c->m->imap->imap_response_info;
+    size_t n = 0;
+    const uint64_t below = c->known->uidnext;
+    for (clistiter *it = ri && ri->rsp_extension_list ? clist_begin(ri->rsp_extension_list) : NULL;
+         it; it = clist_next(it)) {
+        const struct mailimap_extension_data *ext = clist_content(it);
+        if (!ext || ext->ext_extension->ext_id != MAILIMAP_EXTENSION_QRESYNC ||
+            ext->ext_type != MAILIMAP_QRESYNC_TYPE_VANISHED || !ext->ext_data)
+            continue;
+        const struct mailimap_qresync_vanished *v = ext->ext_data;
+        if (!v->qr_earlier || !v->qr_known_uids || !v->qr_known_uids->set_list)
+            continue;
+        for (clistiter *j = clist_begin(v->qr_known_uids->set_list); j; j = clist_next(j)) {
+            const struct mailimap_set_item *si = clist_content(j);
+            uint64_t lo = si->set_first ? si->set_first : UINT32_MAX;
+            uint64_t hi = si->set_last ? si->set_last : UINT32_MAX;
+            if (lo > hi) {
+                uint64_t t = lo;
+                lo = hi;
+                hi = t;
+            }
+            if (lo >= below)
+                continue;
+            if (hi >= below)
+                hi = below - 1;
+            n++;
+            if (!report || c->status != MB_OK)
+                continue;
+            c->n_vanished++;
+            if (c->cb->vanished)
+                c->status = c->cb->vanished(c->cb->ctx, lo, hi);
+        }
+    }
+    return n;
+}
+
+/* Append mb as libetpan sends a mailbox (an atom if it is only letters,
+ * digits and '-', else a quoted string with '"' and '\' escaped). */
+static mb_status put_mailbox(mb_buf *b, const char *mb) {
+    bool atom = *mb != 0;
+    for (const char *p = mb; *p && atom; p++)
+        atom = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+               *p == '-';
+    if (atom)
+        return mb_buf_puts(b, mb);
+    mb_status st = mb_buf_putc(b, '"');
+    for (const char *p = mb; *p && st == MB_OK; p++) {
+        if (*p == '"' || *p == '\\')
+            st = mb_buf_putc(b, '\\');
+        if (st == MB_OK)
+            st = mb_buf_putc(b, *p);
+    }
+    return st == MB_OK ? mb_buf_putc(b, '"') : st;
+}
+
+/* EXAMINE mb (QRESYNC (uidvalidity modseq 1:last)) (RFC 7162 3.2.5), sent
+ * and read the way libetpan's own EXAMINE is: libetpan only has
+ * mailimap_select_qresync, a SELECT, which would open the folder read-write
+ * and take \Recent off its messages for other clients. FETCH responses go to
+ * the msg_att handler set by the caller as they are parsed; VANISHED
+ * (EARLIER) stays in the response info until the next command. *modseq: the
+ * folder's HIGHESTMODSEQ (0 with NOMODSEQ). *bad: the server answered BAD
+ * (or the tag did not match: libetpan does not tell them apart). Returns a
+ * libetpan result (MAILIMAP_ERROR_EXAMINE for NO, _PROTOCOL for BAD). mb must
+ * not hold a line break (it could not be sent quoted). */
+static int examine_qresync(mb_imap *m, const char *mb, uint32_t uidvalidity, uint64_t known_modseq,
+                           uint32_t last, uint64_t *modseq, bool *bad) {
+    mailimap *s = m->imap;
+    *modseq = 0;
+    *bad = false;
+    if (s->imap_state != MAILIMAP_STATE_AUTHENTICATED && s->imap_state != MAILIMAP_STATE_SELECTED)
+        return MAILIMAP_ERROR_BAD_STATE;
+    mb_buf cmd = MB_BUF_INIT;
+    if (mb_buf_puts(&cmd, "EXAMINE ") != MB_OK || put_mailbox(&cmd, mb) != MB_OK ||
+        mb_buf_printf(&cmd, " (QRESYNC (%u %llu 1:%u))\r\n", uidvalidity,
+                      (unsigned long long)known_modseq, last) != MB_OK) {
+        mb_buf_free(&cmd);
+        return MAILIMAP_ERROR_MEMORY;
+    }
+    int r = mailimap_send_current_tag(s);
+    if (r == MAILIMAP_NO_ERROR &&
+        (mailstream_write(s->imap_stream, cmd.data, cmd.len) != (ssize_t)cmd.len ||
+         mailstream_flush(s->imap_stream) == -1))
+        r = MAILIMAP_ERROR_STREAM;
+    mb_buf_free(&cmd);
+    if (r != MAILIMAP_NO_ERROR)
+        return r;
+    if (mailimap_read_line(s) == NULL)
+        return MAILIMAP_ERROR_STREAM;
+    if (s->imap_selection_info)
+        mailimap_selection_info_free(s->imap_selection_info);
+    s->imap_selection_info = mailimap_selection_info_new();
+    struct mailimap_response *resp = NULL;
+    r = mailimap_parse_response(s, &resp);
+    int cond = MAILIMAP_RESP_COND_STATE_BAD; /* libetpan: MAILIMAP_ERROR_PROTOCOL */
+    if (r == MAILIMAP_NO_ERROR) {
+        cond = resp->rsp_resp_done->rsp_data.rsp_tagged->rsp_cond_state->rsp_type;
+        mailimap_response_free(resp);
+    } else if (r != MAILIMAP_ERROR_PROTOCOL) {
+        return r;
+    }
+    struct mailimap_response_info *ri = s->imap_response_info;
+    for (clistiter *it = ri && ri->rsp_extension_list ? clist_begin(ri->rsp_extension_list) : NULL;
+         it; it = clist_next(it)) {
+        const struct mailimap_extension_data *ext = clist_content(it);
+        if (!ext || ext->ext_extension->ext_id != MAILIMAP_EXTENSION_CONDSTORE ||
+            ext->ext_type != MAILIMAP_CONDSTORE_TYPE_RESP_TEXT_CODE || !ext->ext_data)
+            continue;
+        const struct mailimap_condstore_resptextcode *rc = ext->ext_data;
+        if (rc->cs_type == MAILIMAP_CONDSTORE_RESPTEXTCODE_HIGHESTMODSEQ)
+            *modseq = rc->cs_data.cs_modseq_value;
+        else if (rc->cs_type == MAILIMAP_CONDSTORE_RESPTEXTCODE_NOMODSEQ)
+            *modseq = 0;
+    }
+    if (cond == MAILIMAP_RESP_COND_STATE_OK) {
+        s->imap_state = MAILIMAP_STATE_SELECTED;
+        return MAILIMAP_NO_ERROR;
+    }
+    mailimap_selection_info_free(s->imap_selection_info);
+    s->imap_selection_info = NULL;
+    s->imap_state = MAILIMAP_STATE_AUTHENTICATED;
+    *bad = cond == MAILIMAP_RESP_COND_STATE_BAD;
+    return *bad ? MAILIMAP_ERROR_PROTOCOL : MAILIMAP_ERROR_EXAMINE;
+}
+
+static const char *const method_name[] = {"unchanged", "qresync", "condstore", "full", "reset"};
+
+static mb_status imap_changes(mb_source *s, const char *name, const mb_folder_state *known,
+                              const mb_changes_cb *cb, mb_changes_info *out) {
+    mb_imap *m = (mb_imap *)s;
+    mb_status st;
+    memset(out, 0, sizeof *out);
+    if ((st = need_session(m, "EXAMINE", false)) != MB_OK)
+        return st;
+    free(m->folder);
+    m->folder = NULL;
+    char *raw = NULL; /* list_folders' name is the raw name, escaped if not clean */
+    if (mb_imap_unescape(name, &raw, NULL) != MB_OK)
+        return mb_errf(MB_ERR_NOTFOUND, "imap %s:%d: EXAMINE: %s", m->host, m->port, mb_err_last());
+    static const mb_changes_cb no_cb;
+    changes_ctx c = {.m = m, .known = known, .cb = cb ? cb : &no_cb, .status = MB_OK};
+    /* Below known->uidnext (clipped to what a UID can be) lie the messages
+     * the caller holds; none if it is 0 or 1. */
+    const uint64_t below_end = known->uidnext > (uint64_t)UINT32_MAX + 1 ? (uint64_t)UINT32_MAX + 1
+                                                                        : known->uidnext;
+    const bool below = below_end > 1;
+    bool qresync = m->has_qresync && below && known->highest_modseq != 0 &&
+                   known->uidvalidity != 0 && known->uidvalidity <= UINT32_MAX &&
+                   !strpbrk(raw, "\r\n");
+    uint64_t modseq = 0;
+    int r = MAILIMAP_NO_ERROR;
+    const char *cmd = "EXAMINE (QRESYNC)";
+    if (qresync) {
+        bool bad = false;
+        c.phase = PH_CHANGED;
+        mailimap_set_msg_att_handler(m->imap, changes_att_handler, &c);
+        r = examine_qresync(m, raw, (uint32_t)known->uidvalidity, known->highest_modseq,
+                            (uint32_t)(below_end - 1), &modseq, &bad);
+        if (m->imap)
+            mailimap_set_msg_att_handler(m->imap, NULL, NULL);
+        if (bad && c.n_changed == 0) {
+            char text[200];
+            server_text(m, text, sizeof text);
+            MB_WARN(NULL, NULL, "imap %s:%d folder '%s': EXAMINE (QRESYNC) answered BAD (%s): "
+                    "using CONDSTORE on this connection", m->host, m->port, name, text);
+            m->has_qresync = qresync = false;
+        }
+    }
+    if (!qresync) {
+        cmd = m->has_condstore ? "EXAMINE (CONDSTORE)" : "EXAMINE";
+        r = m->has_condstore ? mailimap_examine_condstore(m->imap, raw, &modseq)
+                             : mailimap_examine(m->imap, raw);
+    }
+    free(raw);
+    if (r != MAILIMAP_NO_ERROR) {
+        flag_buf_free(&c.fl);
+        return imap_fail(m, r, MB_ERR_NOTFOUND, cmd, name);
+    }
+    const struct mailimap_selection_info *sel = m->imap->imap_selection_info;
+    if (!sel || sel->sel_uidvalidity == 0) {
+        flag_buf_free(&c.fl);
+        return mb_errf(MB_ERR_INVALID, "imap %s:%d folder '%s': %s: no UIDVALIDITY", m->host,
+                       m->port, name, cmd);
+    }
+    mb_folder_state *now = &out->now;
+    now->uidvalidity = sel->sel_uidvalidity;
+    now->uidnext = sel->sel_uidnext;
+    now->exists = sel->sel_exists;
+    now->highest_modseq = modseq;
+    if (!(m->folder = mb_strdup(name))) {
+        flag_buf_free(&c.fl);
+        return MB_ERR_NOMEM;
+    }
+    bool gone = false; /* a NO said messages went during a FETCH */
+    if (now->uidvalidity != known->uidvalidity) {
+        out->method = MB_CHANGES_RESET;
+        goto done;
+    }
+    if (c.status != MB_OK)
+        goto done;
+    size_t nvanished = qresync ? earlier_vanished(&c, false) : 0;
+    if (now->uidnext == known->uidnext && now->exists == known->exists && m->has_condstore &&
+        known->highest_modseq != 0 && modseq == known->highest_modseq && c.n_changed == 0 &&
+        nvanished == 0) {
+        out->method = MB_CHANGES_UNCHANGED;
+        goto done;
+    }
+    if (qresync) {
+        out->method = MB_CHANGES_QRESYNC;
+        earlier_vanished(&c, true);
+    } else if (m->has_condstore && known->highest_modseq != 0 && modseq >= known->highest_modseq) {
+        out->method = MB_CHANGES_CONDSTORE;
+    } else {
+        out->method = MB_CHANGES_FULL; /* modseq 0 or gone backwards: nothing to go by */
+    }
+    if (c.status != MB_OK)
+        goto done;
+
+    /* added: see the top of this section. */
+    const uint64_t from = below ? below_end : 1;
+    const uint32_t exists = now->exists;
+    if (exists > 0 && (now->uidnext == 0 || now->uidnext > from)) {
+        uint32_t s0 = 1;
+        if (now->uidnext != 0 && now->uidnext - from < exists)
+            s0 = exists - (uint32_t)(now->uidnext - from) + 1;
+        c.uid_end = now->uidnext;
+        if ((st = changes_windows(&c, PH_ADDED, s0, exists, &gone)) != MB_OK)
+            goto done;
+        if (c.status != MB_OK)
+            goto done;
+    }
+
+    bool list = out->method == MB_CHANGES_FULL ||
+                (out->method == MB_CHANGES_CONDSTORE &&
+                 (gone || c.n_added > exists || exists - c.n_added != known->exists));
+    if (list) {
+        out->listed = true;
+        /* The messages below known->uidnext are the first exists - added
+         * (unless some went meanwhile: then up to the end, until one is
+         * beyond). */
+        uint32_t top = m->imap->imap_selection_info ? m->imap->imap_selection_info->sel_exists : 0;
+        if (!gone && c.n_added <= exists && exists - c.n_added < top)
+            top = exists - (uint32_t)c.n_added;
+        if (below && top > 0)
+            st = changes_windows(&c, PH_PRESENT, 1, top, NULL);
+    } else if (out->method == MB_CHANGES_CONDSTORE && below && modseq != known->highest_modseq) {
+        struct mailimap_fetch_type *ft = scan_fetch_type(false);
+        struct mailimap_set *set =
+            ft ? mailimap_set_new_interval(1, (uint32_t)(below_end - 1)) : NULL;
+        if (!set) {
+            if (ft)
+                mailimap_fetch_type_free(ft);
+            st = mb_errf(MB_ERR_NOMEM, "imap changes: out of memory");
+            goto done;
+        }
+        c.phase = PH_CHANGED;
+        r = fetch_streaming(m, true, set, ft, known->highest_modseq, changes_att_handler, &c);
+        mailimap_set_free(set);
+        mailimap_fetch_type_free(ft);
+        char what[128], fbuf[256];
+        snprintf(what, sizeof what, "UID FETCH 1:%llu (UID FLAGS) (CHANGEDSINCE %llu)",
+                 (unsigned long long)(below_end - 1), (unsigned long long)known->highest_modseq);
+        snprintf(fbuf, sizeof fbuf, "%s", name);
+        note_expunges(m);
+        if (r == MAILIMAP_ERROR_UID_FETCH && c.status == MB_OK && code_means_gone(resp_code(m))) {
+            char text[200];
+            server_text(m, text, sizeof text);
+            MB_WARN(NULL, NULL, "imap %s:%d folder '%s': %s: NO [%s] %s", m->host, m->port, fbuf,
+                    what, resp_code(m), text);
+        } else if (r != MAILIMAP_NO_ERROR && c.status == MB_OK) {
+            /* Not a verdict on the messages: try again later. */
+            st = imap_fail(m, r, MB_ERR_NET, what, fbuf);
+        }
+    }
+
+done:
+    if (st != MB_OK || c.status != MB_OK)
+        out->listed = false; /* not every message below was listed */
+    else
+        warn_bad_keywords(m, &c.fl);
+    flag_buf_free(&c.fl);
+    if (st != MB_OK)
+        return st;
+    MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': changes by %s: uidvalidity %llu uidnext %llu "
+             "(was %llu) exists %u (was %u) modseq %llu (was %llu): %llu changed, %llu vanished "
+             "ranges, %llu added, %s%llu listed", m->host, m->port, name,
+             method_name[out->method], (unsigned long long)now->uidvalidity,
+             (unsigned long long)now->uidnext, (unsigned long long)known->uidnext, now->exists,
+             known->exists, (unsigned long long)now->highest_modseq,
+             (unsigned long long)known->highest_modseq, (unsigned long long)c.n_changed,
+             (unsigned long long)c.n_vanished, (unsigned long long)c.n_added,
+             out->listed ? "" : "not ", (unsigned long long)c.n_present);
+    return c.status;
 }
 
 /* ---- seeding helpers ------------------------------------------------------ */
@@ -1221,6 +1836,7 @@ static const struct mb_source_ops imap_ops = {
     .open_folder = imap_open_folder,
     .scan = imap_scan,
     .fetch = imap_fetch,
+    .changes = imap_changes,
     .free = imap_free,
 };
 

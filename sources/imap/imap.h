@@ -2,6 +2,9 @@
  *
  * Reads only: folders are opened with EXAMINE and bodies fetched with
  * BODY.PEEK[], so an import never changes \Seen or anything else.
+ * changes (source.h) uses QRESYNC when the server offers it (ENABLE QRESYNC
+ * right after login, then EXAMINE with the QRESYNC parameter, not SELECT),
+ * else CONDSTORE (CHANGEDSINCE), else lists the folder's flags.
  * mb_imap_append / mb_imap_create_folder exist for seeding tests and demos.
  *
  * TLS: Debian's libetpan is built with GnuTLS and verifies no certificate at

@@ -9,6 +9,13 @@
  *     status FOLDER                uidvalidity=.. uidnext=.. exists=.. highestmodseq=..
  *     scan FOLDER [SINCE [UNTIL]]  uid size internaldate flags...
  *     fetch FOLDER UID...          uid size sha256   (--repeat N: fetch the list N times)
+ *     changes FOLDER UIDVALIDITY UIDNEXT MODSEQ EXISTS
+ *                                  what changed since that state (mb_source_changes), one
+ *                                  line per callback:  changed UID flags...
+ *                                  present UID flags...   vanished LO HI
+ *                                  added UID SIZE INTERNALDATE flags...   then
+ *                                  method=unchanged|qresync|condstore|full|reset
+ *                                  uidvalidity=.. uidnext=.. exists=.. highestmodseq=.. listed=0|1
  *     append FOLDER FILE [DATE [FLAG...]]
  *     create FOLDER
  *
@@ -32,7 +39,7 @@ static int fail(mb_status st) {
 static int usage(void) {
     fprintf(stderr, "usage: mb-test-imap_tool [--tls imaps|starttls|plain] [--host H] [--port P] "
                     "[--user U] [--ca FILE] [--tls-name N] [--timeout S] [--repeat N] "
-                    "folders|status|scan|fetch|append|create ...\n");
+                    "folders|status|scan|fetch|changes|append|create ...\n");
     return 2;
 }
 
@@ -43,6 +50,33 @@ static mb_status print_msg(void *ctx, const mb_msg_info *m) {
     for (size_t i = 0; i < m->nflags; i++)
         printf(" %s", m->flags[i]);
     printf("\n");
+    return MB_OK;
+}
+
+static mb_status print_change(const char *what, const mb_msg_info *m, bool meta) {
+    printf("%s %llu", what, (unsigned long long)m->uid);
+    if (meta)
+        printf(" %llu %lld", (unsigned long long)m->size, (long long)m->internal_date);
+    for (size_t i = 0; i < m->nflags; i++)
+        printf(" %s", m->flags[i]);
+    printf("\n");
+    return MB_OK;
+}
+static mb_status print_changed(void *ctx, const mb_msg_info *m) {
+    (void)ctx;
+    return print_change("changed", m, false);
+}
+static mb_status print_present(void *ctx, const mb_msg_info *m) {
+    (void)ctx;
+    return print_change("present", m, false);
+}
+static mb_status print_added(void *ctx, const mb_msg_info *m) {
+    (void)ctx;
+    return print_change("added", m, true);
+}
+static mb_status print_vanished(void *ctx, uint64_t lo, uint64_t hi) {
+    (void)ctx;
+    printf("vanished %llu %llu\n", (unsigned long long)lo, (unsigned long long)hi);
     return MB_OK;
 }
 
@@ -187,6 +221,23 @@ int main(int argc, char **argv) {
         for (long r = 0; r < repeat && st == MB_OK; r++)
             st = mb_source_fetch(src, uids, n, print_body, NULL);
         free(uids);
+    } else if (strcmp(cmd, "changes") == 0 && i + 5 == argc) {
+        static const char *const method[] = {"unchanged", "qresync", "condstore", "full", "reset"};
+        mb_folder_state known = {.uidvalidity = strtoull(argv[i + 1], NULL, 10),
+                                 .uidnext = strtoull(argv[i + 2], NULL, 10),
+                                 .highest_modseq = strtoull(argv[i + 3], NULL, 10),
+                                 .exists = (uint32_t)strtoul(argv[i + 4], NULL, 10)};
+        mb_changes_cb cb = {.changed = print_changed, .present = print_present,
+                            .added = print_added, .vanished = print_vanished};
+        mb_changes_info info;
+        if ((st = mb_source_changes(src, argv[i], &known, &cb, &info)) != MB_OK)
+            goto out;
+        printf("method=%s uidvalidity=%llu uidnext=%llu exists=%u highestmodseq=%llu listed=%d\n",
+               info.method >= 0 && (size_t)info.method < sizeof method / sizeof *method
+                   ? method[info.method]
+                   : "?",
+               (unsigned long long)info.now.uidvalidity, (unsigned long long)info.now.uidnext,
+               info.now.exists, (unsigned long long)info.now.highest_modseq, info.listed ? 1 : 0);
     } else if (strcmp(cmd, "append") == 0 && i + 1 < argc) {
         char *data = NULL;
         size_t len = 0;
