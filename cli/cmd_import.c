@@ -25,58 +25,13 @@ static const char import_usage[] =
     "--since is inclusive, --until exclusive (internal dates, UTC). --defer-attachments\n"
     "scans attachments for viruses after every message is stored.\n";
 
-/* Send a cmd/1 as JSON to <p>.cmd.<op>; on {"ok":true} *reply holds the
- * parsed reply (caller mb_json_free's it). */
-static mb_status send_cmd(const char *op, const mb_rec_command *c, mb_json **reply)
-{
-    mb_bus *bus = NULL;
-    mb_buf req = MB_BUF_INIT, rep = MB_BUF_INIT;
-    char suffix[64];
-    snprintf(suffix, sizeof suffix, "cmd.%s", op);
-    mb_status s = mb_rec_to_json(&mb_type_command, c, &req);
-    if (!s) s = mb_cli_bus(&bus);
-    if (!s) s = mb_bus_request(bus, suffix, req.data, req.len, 10000, &rep);
-    if (!s) s = mb_json_parse(rep.data ? rep.data : "", rep.len, reply);
-    if (!s) {
-        const mb_json *ok = mb_json_get(*reply, "ok");
-        if (!ok || ok->kind != MB_JSON_BOOL || !ok->boolean) {
-            const mb_json *e = mb_json_get(*reply, "error");
-            s = mb_errf(MB_ERR_INVALID, "%s", e && e->kind == MB_JSON_STR ? e->str : "refused");
-            mb_json_free(*reply);
-            *reply = NULL;
-        }
-    }
-    mb_buf_free(&req);
-    mb_buf_free(&rep);
-    mb_bus_free(bus);
-    return s;
-}
-
-static mb_status split_folders(const char *list, mb_strv *out)
-{
-    for (const char *p = list; *p;) {
-        size_t n = strcspn(p, ",");
-        if (n) {
-            char **v = realloc(out->v, (out->n + 1) * sizeof *v);
-            if (!v)
-                return mb_errf(MB_ERR_NOMEM, "folders");
-            out->v = v;
-            if (!(out->v[out->n] = strndup(p, n)))
-                return mb_errf(MB_ERR_NOMEM, "folders");
-            out->n++;
-        }
-        p += n + (p[n] == ',');
-    }
-    return MB_OK;
-}
-
 static int import_start(int argc, char **argv)
 {
     mb_rec_command c = {0};
     bool watch = false;
     mb_status s = MB_OK;
     for (int i = 1; i < argc && !s; i++) {
-        if (!strcmp(argv[i], "--folders") && i + 1 < argc) s = split_folders(argv[++i], &c.folders);
+        if (!strcmp(argv[i], "--folders") && i + 1 < argc) s = mb_cli_split_folders(argv[++i], &c.folders);
         else if (!strcmp(argv[i], "--since") && i + 1 < argc) c.since = strdup(argv[++i]);
         else if (!strcmp(argv[i], "--until") && i + 1 < argc) c.until = strdup(argv[++i]);
         else if (!strcmp(argv[i], "--defer-attachments")) c.defer_attachments = true;
@@ -95,7 +50,7 @@ static int import_start(int argc, char **argv)
     }
     c.op = strdup("import.start");
     mb_json *rep = NULL;
-    if (!s) s = send_cmd("import.start", &c, &rep);
+    if (!s) s = mb_cli_send_cmd("import.start", &c, &rep);
     mb_rec_free(&mb_type_command, &c);
     if (s)
         return mb_cli_fail("import start", s);
@@ -132,7 +87,7 @@ int mb_cli_import(int argc, char **argv)
         snprintf(op, sizeof op, "import.%s", ops[i]);
         mb_rec_command c = {.op = op, .job = argv[2]};
         mb_json *rep = NULL;
-        mb_status s = send_cmd(op, &c, &rep);
+        mb_status s = mb_cli_send_cmd(op, &c, &rep);
         if (s)
             return mb_cli_fail(op, s);
         const mb_json *st = mb_json_get(rep, "status");

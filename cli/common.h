@@ -4,6 +4,8 @@
 
 #include "bus/bus.h"
 #include "db/db.h"
+#include "schemas/json.h"
+#include "schemas/records.h"
 
 #include <stdbool.h>
 
@@ -13,5 +15,12 @@ int mb_cli_fail(const char *cmd, mb_status s);
 mb_status mb_cli_db(mb_db **out);
 mb_status mb_cli_bus(mb_bus **out);
 bool mb_cli_want_help(int argc, char **argv);
+
+/* Send c as JSON to <p>.cmd.<op> (what `nats req` would send) and wait up to
+ * 10 s; on {"ok":true} *reply is the parsed reply (mb_json_free), else the
+ * reply's error text is the error. */
+mb_status mb_cli_send_cmd(const char *op, const mb_rec_command *c, mb_json **reply);
+/* "A,B,C" appended to out (owned strings). */
+mb_status mb_cli_split_folders(const char *list, mb_strv *out);
 
 #endif

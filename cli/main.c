@@ -13,7 +13,9 @@ static const struct {
 } commands[] = {
     {"account", mb_cli_account, "add, list or remove a mail account"},
     {"import", mb_cli_import, "start, pause, resume, cancel an import; prints the job id"},
-    {"jobs", mb_cli_jobs, "import jobs and their progress (--json)"},
+    {"sync", mb_cli_sync, "sync an account: what changed since the last job (--wait)"},
+    {"history", mb_cli_history, "what each import and sync of an account did (--json)"},
+    {"jobs", mb_cli_jobs, "import and sync jobs and their progress (--json)"},
     {"watch", mb_cli_watch, "live progress of a job until it ends"},
     {"messages", mb_cli_messages, "stored messages of an account as JSON lines"},
     {"migrate", mb_cli_migrate, "apply database migrations (safe to repeat)"},

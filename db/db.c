@@ -556,6 +556,16 @@ mb_status mb_db_prepare(mb_db *db, const char *name, const char *sql, int nparam
                    db->sqlstate, name, stmt);
 }
 
+mb_status mb_db_prepare_all(mb_db *db, const mb_db_stmt *stmts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        mb_status s = mb_db_prepare(db, stmts[i].name, stmts[i].sql, stmts[i].nparams);
+        if (s)
+            return mb_err_wrap(s, "preparing %s", stmts[i].name);
+    }
+    return MB_OK;
+}
+
 mb_status mb_db_exec_prepared(mb_db *db, const char *name, int nparams,
                               const char *const *params, PGresult **out)
 {

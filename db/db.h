@@ -64,6 +64,14 @@ mb_status mb_db_query(mb_db *db, const char *sql, int nparams, const char *const
  * MB_ERR_INVALID. Prepared on the server now (so SQL errors show up at
  * start-up) and again, lazily, after each reconnect. */
 mb_status mb_db_prepare(mb_db *db, const char *name, const char *sql, int nparams);
+/* A module's statements, prepared together (mb_db_prepare_all). */
+typedef struct {
+    const char *name;
+    int nparams;
+    const char *sql;
+} mb_db_stmt;
+/* mb_db_prepare each of the n statements; the error names the one that failed. */
+mb_status mb_db_prepare_all(mb_db *db, const mb_db_stmt *stmts, size_t n);
 /* Execute a statement registered with mb_db_prepare; result as mb_db_query.
  * MB_ERR_NOTFOUND if name was never prepared; MB_ERR_INVALID if nparams
  * differs from the registered count. */

@@ -26,6 +26,7 @@ const char *mb_status_str(mb_status s)
     case MB_ERR_STOPPED: return "stopped";
     case MB_ERR_BUDGET: return "work budget exceeded";
     case MB_ERR_INTERNAL: return "internal error";
+    case MB_ERR_BUSY: return "busy";
     }
     return "unknown status";
 }

@@ -28,6 +28,7 @@ typedef enum {
     MB_ERR_STOPPED,   /* shutdown requested */
     MB_ERR_BUDGET,    /* a work budget (CPU time for one input) ran out */
     MB_ERR_INTERNAL,
+    MB_ERR_BUSY,      /* in use: the account already has an active job */
 } mb_status;
 
 /* Short name of a status ("invalid", "timeout", ...). Never NULL. */

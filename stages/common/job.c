@@ -10,17 +10,32 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct {
-    const char *name;
-    int nparams;
-    const char *sql;
-} stmts[] = {
-    {"job_create", 2,
+static const mb_db_stmt stmts[] = {
+    /* The unique index sync_jobs_one_active_idx refuses a second active
+     * job of an account (SQLSTATE 23505): mb_job_create names the one. */
+    {"job_create", 3,
      "INSERT INTO sync_jobs (account_id, type, status, options, started_at) "
-     "VALUES ($1, 'import', 'scanning', $2::jsonb, now()) RETURNING id"},
+     "VALUES ($1, $3, 'scanning', $2::jsonb, now()) RETURNING id"},
+    {"job_active", 1,
+     "SELECT id, type, status FROM sync_jobs WHERE account_id = $1 "
+     "AND status IN ('pending', 'scanning', 'running', 'paused') ORDER BY id LIMIT 1"},
     {"job_get", 1,
-     "SELECT account_id, status, coalesce((options->>'defer_attachments')::bool, false) "
+     "SELECT account_id, status, coalesce((options->>'defer_attachments')::bool, false), type "
      "FROM sync_jobs WHERE id = $1"},
+    /* What a job found in a folder: the state to remember once it
+     * completes (applied by the trigger of migration 0006) and counters. */
+    /* flags_changed adds up: a scan run again finds the flags set already. */
+    {"job_folder_state", 12,
+     "INSERT INTO job_folders (job_id, folder_id, uidvalidity, uidnext, highest_modseq, "
+     "message_count, method, event, old_name, added, duration_ms, flags_changed) "
+     "VALUES ($1, $2, $3, $4, nullif($5::numeric, 0), $6, $7, $8, $9, $10, $11, $12) "
+     "ON CONFLICT (job_id, folder_id) DO UPDATE SET uidvalidity = EXCLUDED.uidvalidity, "
+     "uidnext = EXCLUDED.uidnext, highest_modseq = EXCLUDED.highest_modseq, "
+     "message_count = EXCLUDED.message_count, method = EXCLUDED.method, "
+     "event = coalesce(EXCLUDED.event, job_folders.event), "
+     "old_name = coalesce(EXCLUDED.old_name, job_folders.old_name), added = EXCLUDED.added, "
+     "duration_ms = EXCLUDED.duration_ms, "
+     "flags_changed = job_folders.flags_changed + EXCLUDED.flags_changed"},
     {"job_set_status", 3,
      "UPDATE sync_jobs SET status = $2, error = coalesce($3, error), updated_at = now(), "
      "finished_at = CASE WHEN $2 IN ('completed','failed','cancelled') THEN now() END "
@@ -76,10 +91,14 @@ static const struct {
      "SELECT id FROM job_chunks WHERE job_id = $1 AND state = 'pending' ORDER BY seq "
      "LIMIT greatest(0, $2::int - (SELECT count(*) FROM job_chunks "
      "WHERE job_id = $1 AND state = 'published'))"},
+    /* The folder's UIDVALIDITY as this job's scan saw it (job_folders):
+     * folders holds the last completed job's, which a reset has replaced. */
     {"job_chunk_head", 1,
-     "SELECT c.job_id, j.account_id, c.folder_id, coalesce(f.remote_name, f.name), f.uidvalidity, "
+     "SELECT c.job_id, j.account_id, c.folder_id, coalesce(f.remote_name, f.name), "
+     "coalesce(jf.uidvalidity, f.uidvalidity), "
      "coalesce((j.options->>'defer_attachments')::bool, false), c.republished "
      "FROM job_chunks c JOIN sync_jobs j ON j.id = c.job_id JOIN folders f ON f.id = c.folder_id "
+     "LEFT JOIN job_folders jf ON jf.job_id = c.job_id AND jf.folder_id = c.folder_id "
      "WHERE c.id = $1"},
     {"job_chunk_items", 1,
      "SELECT uid, size, internal_date, flags FROM job_messages WHERE chunk_id = $1 "
@@ -137,12 +156,7 @@ static const struct {
 
 mb_status mb_job_prepare(mb_db *db)
 {
-    for (size_t i = 0; i < MB_ARRAY_LEN(stmts); i++) {
-        mb_status s = mb_db_prepare(db, stmts[i].name, stmts[i].sql, stmts[i].nparams);
-        if (s)
-            return mb_err_wrap(s, "preparing %s", stmts[i].name);
-    }
-    return MB_OK;
+    return mb_db_prepare_all(db, stmts, MB_ARRAY_LEN(stmts));
 }
 
 #define U64STR(var, v) char var[24]; snprintf(var, sizeof var, "%" PRIu64, (uint64_t)(v))
@@ -179,17 +193,49 @@ static uint64_t col_u64(PGresult *r, int row, int col)
     return strtoull(PQgetvalue(r, row, col), NULL, 10);
 }
 
-mb_status mb_job_create(mb_db *db, uint64_t account_id, const char *options_json, uint64_t *job_out)
+mb_status mb_job_create(mb_db *db, uint64_t account_id, const char *type,
+                        const char *options_json, uint64_t *job_out)
 {
     U64STR(a, account_id);
-    const char *p[] = {a, options_json ? options_json : "{}"};
+    const char *p[] = {a, options_json ? options_json : "{}", type};
     PGresult *r;
-    mb_status s = exec(db, "job_create", 2, p, &r);
+    mb_status s = exec(db, "job_create", 3, p, &r);
+    if (s && !strcmp(mb_db_sqlstate(db), "23505")) {
+        const char *q[] = {a};
+        if (exec(db, "job_active", 1, q, &r))
+            return mb_errf(MB_ERR_BUSY, "the account already has an active job");
+        if (PQntuples(r) == 1)
+            s = mb_errf(MB_ERR_BUSY, "the account already has an active job: %s %s is %s "
+                        "(wait for it to end, or cancel it)", PQgetvalue(r, 0, 1),
+                        PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2));
+        else /* it ended meanwhile */
+            s = mb_errf(MB_ERR_BUSY, "the account had an active job a moment ago: try again");
+        PQclear(r);
+        return s;
+    }
     if (s)
         return s;
     *job_out = col_u64(r, 0, 0);
     PQclear(r);
     return MB_OK;
+}
+
+mb_status mb_job_folder_state(mb_db *db, uint64_t job, uint64_t folder_id,
+                              const mb_job_folder *f)
+{
+    U64STR(j, job);
+    U64STR(fo, folder_id);
+    U64STR(v, f->uidvalidity);
+    U64STR(n, f->uidnext);
+    U64STR(m, f->highest_modseq);
+    U64STR(c, f->message_count);
+    U64STR(ad, f->added);
+    U64STR(fc, f->flags_changed);
+    char ms[24];
+    snprintf(ms, sizeof ms, "%" PRId64, f->duration_ms);
+    const char *p[] = {j, fo, f->uidvalidity ? v : NULL, f->uidvalidity ? n : NULL, m, c,
+                       f->method, f->event, f->old_name, ad, ms, fc};
+    return exec(db, "job_folder_state", 12, p, NULL);
 }
 
 mb_status mb_job_get(mb_db *db, uint64_t job, mb_job_info *out)
@@ -203,6 +249,7 @@ mb_status mb_job_get(mb_db *db, uint64_t job, mb_job_info *out)
     out->account_id = col_u64(r, 0, 0);
     snprintf(out->status, sizeof out->status, "%s", PQgetvalue(r, 0, 1));
     out->defer_attachments = PQgetvalue(r, 0, 2)[0] == 't';
+    out->sync = !strcmp(PQgetvalue(r, 0, 3), "sync");
     PQclear(r);
     return MB_OK;
 }

@@ -1,4 +1,4 @@
-/* job.h — import jobs in Postgres: creation, chunking, per-message progress
+/* job.h — import and sync jobs in Postgres: creation, chunking, per-message progress
  * bits, counters, completion. Every stage records its progress here; the scan
  * stage's coordinator reads it to keep a bounded number of chunks in flight
  * and to publish progress and completion events.
@@ -29,15 +29,36 @@ typedef struct {
     uint64_t account_id;
     char status[16];
     bool defer_attachments;
+    bool sync;             /* type 'sync' (else 'import') */
 } mb_job_info;
 
 /* Prepare every statement this module uses on db (call once per connection;
  * idempotent). */
 mb_status mb_job_prepare(mb_db *db);
 
-/* New job in state 'scanning'. options_json is stored as given. */
-mb_status mb_job_create(mb_db *db, uint64_t account_id, const char *options_json,
-                        uint64_t *job_out);
+/* New job of type ("import", "sync") in state 'scanning'. options_json is
+ * stored as given. MB_ERR_BUSY, naming it, while the account has another
+ * active job (one per account: migration 0006). */
+mb_status mb_job_create(mb_db *db, uint64_t account_id, const char *type,
+                        const char *options_json, uint64_t *job_out);
+
+/* What a job's scan found in a folder: the state the folder is in now, to be
+ * remembered when the job completes (the next sync starts from it; a job
+ * that fails or is cancelled leaves the folder's old state), and what
+ * history shows. uidvalidity 0: no state (a folder deleted on the server).
+ * Strings may be NULL. Upsert: a scan run again replaces it. */
+typedef struct {
+    uint64_t uidvalidity, uidnext, highest_modseq, message_count;
+    const char *method;   /* "scan" (import, new folder), "qresync", "condstore", "full",
+                             "unchanged", "reset" */
+    const char *event;    /* "created", "renamed", "deleted", "reset" or NULL */
+    const char *old_name; /* renamed: the name it had */
+    uint64_t added;       /* messages scanned for fetching */
+    uint64_t flags_changed; /* locations whose flags this run changed (added up) */
+    int64_t duration_ms;
+} mb_job_folder;
+mb_status mb_job_folder_state(mb_db *db, uint64_t job, uint64_t folder_id,
+                              const mb_job_folder *f);
 mb_status mb_job_get(mb_db *db, uint64_t job, mb_job_info *out);
 /* Set status (and error text if non-NULL); 'completed', 'failed' and
  * 'cancelled' also set finished_at. Only moves a job that is not finished

@@ -1,10 +1,15 @@
-/* commands.c — the import commands on <p>.cmd.<op>. Payload: a cmd/1 record
+/* commands.c — the job commands on <p>.cmd.<op>. Payload: a cmd/1 record
  * as msgpack or JSON (so `nats req mailbus.cmd.import.start
  * '{"account":"me"}'` works). Reply: one JSON object, {"ok":true,...} or
  * {"ok":false,"error":"..."}.
  *
  *   import.start   account, [folders], [since], [until], [defer_attachments]
  *                  -> {"ok":true,"job":N}
+ *   sync.start     account, [folders], [defer_attachments] -> {"ok":true,"job":N}
+ *                  (what changed since the last completed job: sync.c)
+ *   Either is refused ({"ok":false,"error":"... already has an active job:
+ *   import 12 is running ..."}) while the account has an active job.
+ *   The job commands below (pause, resume, cancel, status) take any job.
  *   import.pause   job    running -> paused (in-flight chunks finish)
  *   import.resume  job    paused -> running
  *   import.cancel  job    -> cancelled (queued work is skipped)
@@ -53,10 +58,14 @@ static mb_status job_arg(const mb_rec_command *c, uint64_t *job)
     return MB_OK;
 }
 
-static mb_status cmd_start(mb_scan *sc, mb_rec_command *c, mb_buf *reply)
+/* import.start and sync.start (type "import", "sync"). */
+static mb_status cmd_start(mb_scan *sc, mb_rec_command *c, const char *type, mb_buf *reply)
 {
     if (!c->account || !*c->account)
-        return mb_errf(MB_ERR_INVALID, "import.start needs \"account\"");
+        return mb_errf(MB_ERR_INVALID, "%s.start needs \"account\"", type);
+    if (!strcmp(type, "sync") && ((c->since && *c->since) || (c->until && *c->until)))
+        return mb_errf(MB_ERR_INVALID, "sync.start takes no since/until: a sync reads what "
+                                       "changed in the whole folder");
     int64_t since, until;
     mb_status s = mb_scan_parse_day(c->since, &since);
     if (!s) s = mb_scan_parse_day(c->until, &until);
@@ -70,10 +79,16 @@ static mb_status cmd_start(mb_scan *sc, mb_rec_command *c, mb_buf *reply)
     mb_buf opts = MB_BUF_INIT;
     uint64_t job = 0;
     s = mb_rec_to_json(&mb_type_command, c, &opts);
-    if (!s) s = mb_job_create(sc->cmd_db, a.id, mb_buf_cstr(&opts), &job);
+    if (!s) s = mb_job_create(sc->cmd_db, a.id, type, mb_buf_cstr(&opts), &job);
+    if (s == MB_ERR_BUSY) {
+        char why[300]; /* mb_err_last() is the buffer mb_errf writes */
+        snprintf(why, sizeof why, "%s", mb_err_last());
+        mb_errf(s, "%s refused for account '%s': %s", type, a.name, why);
+    }
     if (!s) {
         char j[24];
-        MB_INFO(mb_u64s(j, job), a.name, "import requested: %s", mb_buf_cstr(&opts));
+        MB_INFO(mb_u64s(j, job), a.name, "%s requested: %s", type, mb_buf_cstr(&opts));
+        mb_scan_wake(sc);
         s = mb_buf_printf(reply, "{\"ok\":true,\"job\":%" PRIu64 "}", job);
     }
     mb_buf_free(&opts);
@@ -141,7 +156,9 @@ void mb_scan_command(void *ctx, const char *subject, const void *data, size_t le
     }
     pthread_mutex_lock(&sc->cmd_mu);
     if (!strcmp(op, "import.start"))
-        s = cmd_start(sc, &c, reply);
+        s = cmd_start(sc, &c, "import", reply);
+    else if (!strcmp(op, "sync.start"))
+        s = cmd_start(sc, &c, "sync", reply);
     else if (!strcmp(op, "import.pause"))
         s = cmd_transition(sc, &c, "running", "paused", reply);
     else if (!strcmp(op, "import.resume"))
@@ -153,8 +170,9 @@ void mb_scan_command(void *ctx, const char *subject, const void *data, size_t le
     else if (!strncmp(op, "dlq.", 4))
         s = mb_scan_dlq_command(sc->st->bus, op, &c, reply);
     else
-        s = mb_errf(MB_ERR_INVALID, "unknown command '%s' (import.start, import.pause, "
-                                    "import.resume, import.cancel, import.status, dlq.list, "
+        s = mb_errf(MB_ERR_INVALID, "unknown command '%s' (import.start, sync.start, "
+                                    "import.pause, import.resume, import.cancel, import.status, "
+                                    "dlq.list, "
                                     "dlq.show, dlq.retry, dlq.purge)", op);
     pthread_mutex_unlock(&sc->cmd_mu);
     if (s) {

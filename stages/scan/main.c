@@ -1,5 +1,5 @@
-/* main.c — mailbus-scan: serves the commands, scans accounts into chunks
- * (scanner threads), and coordinates running jobs (main thread). */
+/* main.c — mailbus-scan: serves the commands, scans or syncs accounts into
+ * chunks (scanner threads), and coordinates running jobs (main thread). */
 #include "bus/serve.h"
 #include "stages/common/job.h"
 #include "stages/common/lease.h"
@@ -14,9 +14,10 @@
 #include <time.h>
 
 static const char usage[] =
-    "Serves <prefix>.cmd.> (import.start, import.pause, import.resume, import.cancel,\n"
-    "import.status; JSON or msgpack cmd/1 payloads, JSON replies), scans IMAP accounts\n"
-    "into chunks of at most 500 messages / 32 MB, and keeps MAILBUS_MAX_INFLIGHT\n"
+    "Serves <prefix>.cmd.> (import.start, sync.start, import.pause, import.resume,\n"
+    "import.cancel, import.status, dlq.*; JSON or msgpack cmd/1 payloads, JSON replies),\n"
+    "scans IMAP accounts (an import: every message; a sync: what changed since the last\n"
+    "completed job) into chunks of at most 500 messages / 32 MB, and keeps MAILBUS_MAX_INFLIGHT\n"
     "(default 8) chunks per job in flight, newest first. Publishes progress every\n"
     "second. A published chunk without progress for MAILBUS_CHUNK_STALL_MS (600000)\n"
     "is handed out again. Any number of copies may run: scanning and coordinating a\n"
@@ -94,10 +95,36 @@ static void *scan_loop(void *arg)
             sc->claimed[t->index] = 0;
             pthread_mutex_unlock(&sc->claim_mu);
         }
-        for (int k = 0; k < (ls ? 20 : 2) && !mb_bus_stopping(); k++)
-            mb_nap_ms(250);
+        if (ls) {
+            for (int k = 0; k < 20 && !mb_bus_stopping(); k++)
+                mb_nap_ms(250);
+            continue;
+        }
+        /* Until woken by a new job, or 500 ms (jobs created by another copy,
+         * or waiting for a retry). */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 500 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_mutex_lock(&sc->claim_mu);
+        unsigned seen = sc->wake_seq;
+        while (seen == sc->wake_seq && !mb_bus_stopping() &&
+               pthread_cond_timedwait(&sc->wake_cv, &sc->claim_mu, &until) == 0)
+            ;
+        pthread_mutex_unlock(&sc->claim_mu);
     }
     return NULL;
+}
+
+void mb_scan_wake(mb_scan *sc)
+{
+    pthread_mutex_lock(&sc->claim_mu);
+    sc->wake_seq++;
+    pthread_cond_broadcast(&sc->wake_cv);
+    pthread_mutex_unlock(&sc->claim_mu);
 }
 
 int main(int argc, char **argv)
@@ -119,6 +146,7 @@ int main(int argc, char **argv)
     sc.scanners = (int)threads;
     pthread_mutex_init(&sc.cmd_mu, NULL);
     pthread_mutex_init(&sc.claim_mu, NULL);
+    pthread_cond_init(&sc.wake_cv, NULL);
     mb_bus_sub *sub = NULL;
     const char *dsn = mb_env("MAILBUS_PG_DSN", MB_DEFAULT_PG_DSN);
     if (!s) s = mb_db_connect(dsn, &sc.cmd_db);
@@ -153,6 +181,7 @@ int main(int argc, char **argv)
     }
     if (s)
         mb_bus_stop(); /* scanner threads started before the failure end too */
+    mb_scan_wake(&sc);
     for (int i = 0; i < sc.scanners; i++) {
         if (scanners[i].running)
             pthread_join(scanners[i].thread, NULL);
@@ -165,5 +194,6 @@ int main(int argc, char **argv)
     mb_db_free(sc.cmd_db);
     pthread_mutex_destroy(&sc.cmd_mu);
     pthread_mutex_destroy(&sc.claim_mu);
+    pthread_cond_destroy(&sc.wake_cv);
     return mb_stage_finish(&st, s);
 }

@@ -26,19 +26,7 @@
 /* Messages held before they are written: ~100 bytes each. */
 #define SCAN_BATCH 5000
 
-/* One folder's scan in progress: the batch not yet written, and the lease. */
-typedef struct {
-    mb_db *db;
-    uint64_t job, folder_id;
-    const char *lease;
-    int64_t renewed_ms;   /* when the lease was last renewed */
-    mb_conn_slot *slot;   /* the connection's slot, renewed with the lease */
-    mb_fetch_item *v;
-    size_t n;
-    size_t total;         /* messages of the folder so far */
-} folder_scan;
-
-static void batch_clear(folder_scan *fs)
+static void batch_clear(mb_scan_rec *fs)
 {
     for (size_t i = 0; i < fs->n; i++) {
         for (size_t k = 0; k < fs->v[i].flags.n; k++)
@@ -50,7 +38,7 @@ static void batch_clear(folder_scan *fs)
 
 /* Renew the scan lease when a third of its TTL has passed; a lease lost to
  * another copy (this one stalled past its expiry) stops this scan. */
-static mb_status keep_lease(folder_scan *fs)
+mb_status mb_scan_keep_lease(mb_scan_rec *fs)
 {
     if (mb_conn_slot_renew(fs->slot) == MB_ERR_NOTFOUND) /* transient: scanned again */
         return mb_errf(MB_ERR_NET, "IMAP connection slot lost (%s)", mb_err_last());
@@ -68,9 +56,9 @@ static mb_status keep_lease(folder_scan *fs)
     return MB_OK;
 }
 
-static mb_status batch_write(folder_scan *fs)
+static mb_status batch_write(mb_scan_rec *fs)
 {
-    mb_status s = keep_lease(fs);
+    mb_status s = mb_scan_keep_lease(fs);
     if (!s) s = mb_job_folder_add(fs->db, fs->job, fs->folder_id, fs->v, fs->n);
     batch_clear(fs);
     return s;
@@ -78,7 +66,7 @@ static mb_status batch_write(folder_scan *fs)
 
 /* Test-only: MAILBUS_FAULT_SCAN_FOLDER_DELAY_MS=N sleeps N ms after each
  * folder is recorded, so a test can kill the scan in the middle. */
-static void fault_folder_delay(void)
+void mb_scan_fault_folder_delay(void)
 {
     long ms = 0;
     if (mb_env_int("MAILBUS_FAULT_SCAN_FOLDER_DELAY_MS", 0, 0, 600000, &ms) || ms <= 0)
@@ -87,9 +75,9 @@ static void fault_folder_delay(void)
     nanosleep(&ts, NULL);
 }
 
-static mb_status on_msg(void *ctx, const mb_msg_info *m)
+mb_status mb_scan_rec_msg(void *ctx, const mb_msg_info *m)
 {
-    folder_scan *fs = ctx;
+    mb_scan_rec *fs = ctx;
     if (fs->n == SCAN_BATCH) {
         mb_status s = batch_write(fs);
         if (s)
@@ -114,7 +102,53 @@ static mb_status on_msg(void *ctx, const mb_msg_info *m)
     return MB_OK;
 }
 
-static bool selected(const mb_rec_command *opt, const mb_folder_info *f)
+mb_status mb_scan_rec_init(mb_scan_rec *r, mb_db *db, uint64_t job, const char *lease,
+                           mb_conn_slot *slot)
+{
+    memset(r, 0, sizeof *r);
+    r->db = db;
+    r->job = job;
+    r->lease = lease;
+    r->slot = slot;
+    r->renewed_ms = mb_mono_ms();
+    if (!(r->v = calloc(SCAN_BATCH, sizeof *r->v)))
+        return mb_errf(MB_ERR_NOMEM, "scan batch of %d", SCAN_BATCH);
+    return MB_OK;
+}
+
+mb_status mb_scan_rec_folder(mb_scan_rec *r, uint64_t folder_id)
+{
+    batch_clear(r);
+    r->folder_id = folder_id;
+    r->total = 0;
+    return mb_job_folder_begin(r->db, r->job, folder_id);
+}
+
+mb_status mb_scan_rec_flush(mb_scan_rec *r)
+{
+    return batch_write(r);
+}
+
+mb_status mb_scan_rec_cut(mb_scan_rec *r)
+{
+    mb_status s = batch_write(r);
+    for (bool more = true; !s && more;) {
+        s = mb_scan_keep_lease(r);
+        if (!s) s = mb_job_folder_cut(r->db, r->job, r->folder_id, &r->cut, &more);
+    }
+    batch_clear(r);
+    return s;
+}
+
+void mb_scan_rec_free(mb_scan_rec *r)
+{
+    if (r->v)
+        batch_clear(r);
+    free(r->v);
+    r->v = NULL;
+}
+
+bool mb_scan_selected(const mb_rec_command *opt, const mb_folder_info *f)
 {
     if (f->noselect)
         return false;
@@ -126,25 +160,23 @@ static bool selected(const mb_rec_command *opt, const mb_folder_info *f)
     return false;
 }
 
-/* Upsert the folder row with its state; returns its id. */
-static mb_status save_folder(mb_db *db, uint64_t account, const mb_folder_info *f,
-                             const mb_folder_state *fs, uint64_t *id)
+/* The folder's row: names and role, kept current; a folder that comes back
+ * after it was retired is live again. Its state (UIDVALIDITY, UIDNEXT, ...)
+ * is the job's to record (mb_job_folder_state): the row gets it only when
+ * the job completes. */
+mb_status mb_scan_save_folder(mb_db *db, uint64_t account, const mb_folder_info *f, uint64_t *id)
 {
-    char a[24], v[24], n[24], m[24], c[24], d[2] = {f->delimiter, 0};
+    char a[24], d[2] = {f->delimiter, 0};
     const char *p[] = {mb_u64s(a, account), f->display ? f->display : f->name, f->role,
-                       f->delimiter ? d : NULL, mb_u64s(v, fs->uidvalidity), mb_u64s(n, fs->uidnext),
-                       mb_u64s(m, fs->highest_modseq), mb_u64s(c, fs->exists), f->name};
+                       f->delimiter ? d : NULL, f->name};
     PGresult *r;
     mb_status s = mb_db_query(db,
-        "INSERT INTO folders (account_id, name, role, delimiter, uidvalidity, uidnext, "
-        "highest_modseq, message_count, remote_name, updated_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now()) "
+        "INSERT INTO folders (account_id, name, role, delimiter, remote_name, updated_at) "
+        "VALUES ($1, $2, $3, $4, $5, now()) "
         "ON CONFLICT (account_id, name) DO UPDATE SET role = EXCLUDED.role, "
-        "delimiter = EXCLUDED.delimiter, uidvalidity = EXCLUDED.uidvalidity, "
-        "uidnext = EXCLUDED.uidnext, highest_modseq = EXCLUDED.highest_modseq, "
-        "message_count = EXCLUDED.message_count, remote_name = EXCLUDED.remote_name, "
-        "updated_at = now() RETURNING id",
-        9, p, &r);
+        "delimiter = EXCLUDED.delimiter, remote_name = EXCLUDED.remote_name, "
+        "deleted_at = NULL, updated_at = now() RETURNING id",
+        5, p, &r);
     if (s)
         return s;
     *id = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
@@ -160,61 +192,71 @@ static bool slot_tick(void *ctx)
     return !mb_bus_stopping();
 }
 
-/* Scan with the job's source; returns MB_ERR_AUTH etc. for the job error. */
-static mb_status scan_account(mb_db *db, uint64_t job, const char *lease, const mb_account *a,
-                              mb_source *src, mb_conn_slot *slot, const mb_rec_command *opt,
-                              const char *jobs)
+/* An import: every selected folder scanned whole. */
+static mb_status import_folders(mb_scan_rec *rec, const mb_account *a, mb_source *src,
+                                const mb_rec_command *opt, const mb_folder_info *fl, size_t nf,
+                                const char *jobs)
 {
     int64_t since, until;
     mb_status s = mb_scan_parse_day(opt->since, &since);
     if (!s) s = mb_scan_parse_day(opt->until, &until);
+    size_t chosen = 0;
+    for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
+        if (!mb_scan_selected(opt, &fl[i]))
+            continue;
+        chosen++;
+        const char *shown = fl[i].display ? fl[i].display : fl[i].name;
+        int64_t t0 = mb_mono_ms();
+        mb_folder_state fs;
+        uint64_t folder_id = 0;
+        s = mb_source_open_folder(src, fl[i].name, &fs);
+        if (!s) s = mb_scan_save_folder(rec->db, a->id, &fl[i], &folder_id);
+        if (!s && fl[i].problem)
+            mb_job_problem(rec->db, rec->job, a->id, "scan", fl[i].problem);
+        if (!s) s = mb_scan_rec_folder(rec, folder_id);
+        if (!s) s = mb_source_scan(src, since, until, mb_scan_rec_msg, rec);
+        if (!s) s = mb_scan_rec_cut(rec);
+        if (!s) {
+            mb_job_folder jf = {.uidvalidity = fs.uidvalidity, .uidnext = fs.uidnext,
+                                .highest_modseq = fs.highest_modseq, .message_count = fs.exists,
+                                .method = "scan", .added = rec->total,
+                                .duration_ms = mb_mono_ms() - t0};
+            s = mb_job_folder_state(rec->db, rec->job, folder_id, &jf);
+        }
+        if (!s)
+            mb_scan_fault_folder_delay();
+        if (!s)
+            MB_INFO(jobs, a->name, "scanned %s: %zu messages (uidvalidity %" PRIu64
+                    ", highestmodseq %" PRIu64 ")", shown, rec->total, fs.uidvalidity,
+                    fs.highest_modseq);
+        else
+            mb_err_wrap(s, "folder '%s'", shown);
+    }
+    if (!s && opt->folders.n && chosen < opt->folders.n)
+        s = mb_errf(MB_ERR_NOTFOUND, "%zu of the %zu requested folders do not exist on the server",
+                    opt->folders.n - chosen, opt->folders.n);
+    return s;
+}
+
+/* Connect (holding a connection slot), list the folders, and import or
+ * sync them; returns MB_ERR_AUTH etc. for the job error. */
+static mb_status scan_account(mb_scan_rec *rec, const mb_account *a, mb_source *src,
+                              const mb_rec_command *opt, bool sync, const char *jobs)
+{
     /* None free within MAILBUS_IMAP_SLOT_WAIT_MS is a transient failure: the
      * job stays scanning and is tried again. */
     long wait_ms = 0;
-    if (!s) s = mb_env_int("MAILBUS_IMAP_SLOT_WAIT_MS", 30000, 0, 3600000L, &wait_ms);
-    if (!s) s = mb_conn_slot_take(db, a->id, a->host, a->port, wait_ms, slot_tick, NULL, slot);
+    mb_status s = mb_env_int("MAILBUS_IMAP_SLOT_WAIT_MS", 30000, 0, 3600000L, &wait_ms);
+    if (!s) s = mb_conn_slot_take(rec->db, a->id, a->host, a->port, wait_ms, slot_tick, NULL,
+                                  rec->slot);
     if (!s) s = mb_source_connect(src);
     mb_folder_info *fl = NULL;
     size_t nf = 0;
     if (!s) s = mb_source_list_folders(src, &fl, &nf);
-    if (s)
-        return s;
-    mb_job_cut cut = {0};
-    size_t chosen = 0;
-    folder_scan fsc = {.db = db, .job = job, .lease = lease, .renewed_ms = mb_mono_ms(), .slot = slot};
-    if (!(fsc.v = calloc(SCAN_BATCH, sizeof *fsc.v)))
-        s = mb_errf(MB_ERR_NOMEM, "scan batch of %d", SCAN_BATCH);
-    for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
-        if (!selected(opt, &fl[i]))
-            continue;
-        chosen++;
-        mb_folder_state fs;
-        fsc.total = 0;
-        s = mb_source_open_folder(src, fl[i].name, &fs);
-        if (!s) s = save_folder(db, a->id, &fl[i], &fs, &fsc.folder_id);
-        if (!s && fl[i].problem)
-            mb_job_problem(db, job, a->id, "scan", fl[i].problem);
-        if (!s) s = mb_job_folder_begin(db, job, fsc.folder_id);
-        if (!s) s = mb_source_scan(src, since, until, on_msg, &fsc);
-        if (!s) s = batch_write(&fsc);
-        for (bool more = true; !s && more;) {
-            s = keep_lease(&fsc);
-            if (!s) s = mb_job_folder_cut(db, job, fsc.folder_id, &cut, &more);
-        }
-        batch_clear(&fsc);
-        if (!s)
-            fault_folder_delay();
-        if (!s)
-            MB_INFO(jobs, a->name, "scanned %s: %zu messages (uidvalidity %" PRIu64
-                    ", highestmodseq %" PRIu64 ")", fl[i].display ? fl[i].display : fl[i].name,
-                    fsc.total, fs.uidvalidity, fs.highest_modseq);
-        else
-            mb_err_wrap(s, "folder '%s'", fl[i].display ? fl[i].display : fl[i].name);
-    }
-    free(fsc.v);
-    if (!s && opt->folders.n && chosen < opt->folders.n)
-        s = mb_errf(MB_ERR_NOTFOUND, "%zu of the %zu requested folders do not exist on the server",
-                    opt->folders.n - chosen, opt->folders.n);
+    if (!s && sync)
+        s = mb_sync_folders(rec, a, src, opt, fl, nf, jobs);
+    else if (!s)
+        s = import_folders(rec, a, src, opt, fl, nf, jobs);
     mb_folder_info_free(fl, nf);
     return s;
 }
@@ -286,10 +328,13 @@ mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
     char acct[24];
     if (!s) s = mb_account_load(db, sc->st->key, mb_u64s(acct, info.account_id), &a, &secret);
     if (!s) s = mb_account_source(&a, secret, &src);
+    mb_scan_rec rec = {0};
+    if (!s) s = mb_scan_rec_init(&rec, db, job, lease, &slot);
     if (!s) {
-        MB_INFO(jobs, a.name, "scanning");
-        s = scan_account(db, job, lease, &a, src, &slot, &opt, jobs);
+        MB_INFO(jobs, a.name, info.sync ? "syncing" : "scanning");
+        s = scan_account(&rec, &a, src, &opt, info.sync, jobs);
     }
+    mb_scan_rec_free(&rec);
     if (s == MB_ERR_STOPPED || (s == MB_OK && mb_bus_stopping())) {
         if (s)
             MB_WARN(jobs, a.name, "scan stopped: %s", mb_err_last());

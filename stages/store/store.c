@@ -32,8 +32,10 @@ static const char sql_emails[] =
     "AS u(acct, sha, size, mid, tid, irt, refs, subj, fname, faddr, dt, idt, flags, snip, hasatt, "
     "defects, unparsed) "
     /* A row parse gave up on is filled in by a later full parse (a dead
-     * letter retried after a fix); a parsed row is never overwritten. */
-    "ON CONFLICT (account_id, blob_sha256) DO UPDATE SET synced_at = now(), "
+     * letter retried after a fix); a parsed row is never overwritten. An
+     * email deleted (no location left) is live again: a sync found it
+     * moved, or the message came back. */
+    "ON CONFLICT (account_id, blob_sha256) DO UPDATE SET synced_at = now(), deleted_at = NULL, "
     "unparsed = emails.unparsed AND EXCLUDED.unparsed, "
     "message_id = CASE WHEN emails.unparsed THEN EXCLUDED.message_id ELSE emails.message_id END, "
     "thread_id = CASE WHEN emails.unparsed THEN EXCLUDED.thread_id ELSE emails.thread_id END, "
