@@ -230,6 +230,32 @@ li_wait_job() {
   done
 }
 
+# li_kill_at_progress JOB TARGET: with TARGET's input queued (the other stages
+# running), start every stage and kill -9 TARGET (fetch, parse or store) at the first
+# message of JOB it finishes; echoes how many it had finished then. `scripts/stages
+# start` pauses 0.5 s to check its children, too long here, so it runs in the
+# background; store commits a few hundred messages in a blink, so it pauses 300 ms
+# after each batch here.
+li_kill_at_progress() {
+  local job=$1 target=$2 bit starter deadline
+  case $target in fetch) bit=1 ;; parse) bit=2 ;; store) bit=4 ;; *) li_fail "li_kill_at_progress $target" ;; esac
+  MAILBUS_FAULT_STORE_BATCH_DELAY_MS=$([[ $target == store ]] && echo 300 || echo 0) \
+    li_stages start >"$LI_W/start-$target.log" 2>&1 &
+  starter=$!
+  deadline=$((SECONDS + 60))
+  until (($(li_count "$job" "$bit") > 0)); do
+    ((SECONDS < deadline)) || li_fail "$target made no progress in 60 s"
+    sleep 0.02
+  done
+  li_stages kill "$target" >&2
+  # The starter may still be checking its children when the kill lands: then it
+  # reports the target dead at start, which is the kill, not a failure.
+  wait "$starter" || grep -q "$target-1 exited at start" "$LI_W/start-$target.log" ||
+    { cat "$LI_W/start-$target.log" >&2; li_fail "stages start $target"; }
+  li_stages kill "$target" >&2 # in case the pid file was written after the first kill
+  li_count "$job" "$bit"
+}
+
 # li_wait_until TIMEOUT WHAT SQL-CONDITION: poll until the SELECT prints t.
 li_wait_until() {
   local deadline=$((SECONDS + $1)) what=$2

@@ -33,11 +33,9 @@ li_dump "$W/base.dump"
 [[ $(wc -l <"$W/base.dump.blobs") == "$(cut -f3 "$W/base.dump" | head -n "$total" | sort -u | wc -l)" ]] || li_fail "baseline blob files != distinct messages"
 li_ok "baseline: $total messages imported undisturbed in $((SECONDS - t0)) s"
 
-declare -A BIT=([fetch]=1 [parse]=2 [store]=4)
 declare -A PREV=([fetch]=0 [parse]=1 [store]=2)
 
 for target in $STAGES; do
-  bit=${BIT[$target]}
   li_env "$target"
   li_account kacct mbimportkill mbimportkill-pw
   t0=$SECONDS
@@ -52,28 +50,7 @@ for target in $STAGES; do
     li_wait_until 120 "job $job: all messages past the stage before $target" \
       "(SELECT count(*) FROM job_messages WHERE job_id = $job AND st & $prev <> 0) = $total"
   fi
-  # scripts/stages start pauses 0.5 s to check its children: too long here, so it
-  # runs in the background while we watch for the target's first commit.
-  # Store commits 900 messages in four batches in a fraction of a second, so it
-  # may be done before the kill lands: it pauses 300 ms after each batch here.
-  MAILBUS_FAULT_STORE_BATCH_DELAY_MS=$([[ $target == store ]] && echo 300 || echo 0) \
-    li_stages start >"$W/start-$target.log" 2>&1 &
-  starter=$!
-  # Kill at the first sign of committed progress: some, not all, marked.
-  deadline=$((SECONDS + 60))
-  while :; do
-    c=$(li_count "$job" "$bit")
-    ((c > 0)) && break
-    ((SECONDS < deadline)) || li_fail "$target made no progress in 60 s"
-    sleep 0.02
-  done
-  li_stages kill "$target"
-  # The starter may still be checking its children when the kill lands: then it
-  # reports the target dead at start, which is the kill, not a failure.
-  wait "$starter" || grep -q "$target-1 exited at start" "$W/start-$target.log" ||
-    { cat "$W/start-$target.log"; li_fail "stages start $target"; }
-  li_stages kill "$target" # in case the pid file was written after the first kill
-  at_kill=$(li_count "$job" "$bit")
+  at_kill=$(li_kill_at_progress "$job" "$target")
   ((at_kill < total)) || li_fail "$target finished all $total before the kill: not a mid-way crash (raise MB_KILL_MESSAGES)"
   li_log "killed $target at $at_kill/$total marked by $target"
   [[ $(li_job "$job" status) != completed ]] || li_fail "job completed while $target was dead"
