@@ -1156,6 +1156,11 @@ static mb_status fetch_once(mb_imap *m, const uint64_t *uids, size_t n, fetch_ct
         c->nwant = n;
         memset(c->recv, 0, n * sizeof *c->recv);
         *r = fetch_streaming(m, true, set, ft, 0, fetch_att_handler, c);
+        /* libetpan answers a NO to UID FETCH with its own code: the NO is
+         * handled (NOOP, UID SEARCH, retry) as for FETCH, not as a lost
+         * connection. */
+        if (*r == MAILIMAP_ERROR_UID_FETCH)
+            *r = MAILIMAP_ERROR_FETCH;
     }
     if (set)
         mailimap_set_free(set);
