@@ -338,14 +338,13 @@ static mb_status sync_folder(mb_scan_rec *rec, uint64_t account, mb_source *src,
             event = "created";
         fs.uidvalidity = ci.now.uidvalidity;
         s = mb_source_scan(src, 0, 0, mb_scan_rec_msg, rec);
-        if (!s) s = mb_scan_rec_flush(rec);
-        if (!s) s = mb_db_exec_prepared(db, "sync_listing_from_scan", 2, p, NULL);
     } else {
         fs.uidvalidity = known.uidvalidity;
     }
     mb_u64s(fs.v, fs.uidvalidity);
     uint64_t flags_changed = 0;
     if (!s) s = mb_scan_rec_flush(rec);
+    if (!s && whole) s = mb_db_exec_prepared(db, "sync_listing_from_scan", 2, p, NULL);
     /* Unchanged: nothing was listed, nothing vanished, nothing is new. */
     if (!s && ci.method != MB_CHANGES_UNCHANGED)
         s = reconcile(&fs, whole || ci.listed, whole ? UINT64_MAX >> 1 : known.uidnext,
