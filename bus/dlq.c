@@ -11,6 +11,7 @@
 #include "bus/internal.h"
 
 #include "schemas/schema.h"
+#include "util/env.h"
 #include "util/log.h"
 
 #include <stdio.h>
@@ -210,18 +211,12 @@ mb_status mb_bus_dlq_cutoff(const char *age, int64_t *before_ms)
     *before_ms = 0;
     if (!age || !*age)
         return MB_OK;
-    uint64_t n = 0;
-    size_t i = 0;
-    for (; age[i] >= '0' && age[i] <= '9' && n < 100000000; i++)
-        n = n * 10 + (uint64_t)(age[i] - '0');
-    const char *u = age + i;
-    int64_t unit = !*u || !strcmp(u, "s") ? 1000 : !strcmp(u, "m") ? 60000
-                   : !strcmp(u, "h") ? 3600000 : !strcmp(u, "d") ? 86400000 : 0;
-    if (!i || !unit)
+    int64_t secs;
+    if (mb_parse_duration(age, &secs))
         return mb_errf(MB_ERR_INVALID, "dlq: age '%s': expected 30s, 15m, 12h or 7d", age);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    *before_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)n * unit;
+    *before_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - secs * 1000;
     return MB_OK;
 }
 

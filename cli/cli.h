@@ -12,6 +12,7 @@ int mb_cli_account(int argc, char **argv); /* account add|list|remove */
 int mb_cli_import(int argc, char **argv);  /* import start|pause|resume|cancel|status */
 int mb_cli_sync(int argc, char **argv);    /* sync ACCOUNT [--wait] */
 int mb_cli_history(int argc, char **argv); /* sync_history of an account */
+int mb_cli_schedule(int argc, char **argv); /* schedule [ACCOUNT]; schedule set */
 int mb_cli_jobs(int argc, char **argv);    /* jobs table */
 int mb_cli_watch(int argc, char **argv);   /* live progress of a job */
 int mb_cli_messages(int argc, char **argv); /* stored messages as JSON lines */

@@ -153,17 +153,8 @@ int mb_cli_history(int argc, char **argv)
     mb_status s = mb_cli_db(&db);
     if (s)
         return mb_cli_fail("history", s);
-    const char *q[] = {account};
     PGresult *r;
-    s = mb_db_query(db, "SELECT 1 FROM accounts WHERE name = $1 OR id::text = $1", 1, q, &r);
-    if (!s && PQntuples(r) == 0) {
-        PQclear(r);
-        mb_db_free(db);
-        fprintf(stderr, "mailbus history: no account '%s'\n", account);
-        return 1;
-    }
-    if (!s)
-        PQclear(r);
+    s = mb_cli_account_exists(db, account);
     const char *p[] = {account, limit};
     if (!s) s = mb_db_query(db, history_sql, 2, p, &r);
     mb_db_free(db);

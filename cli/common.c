@@ -91,3 +91,16 @@ mb_status mb_cli_split_folders(const char *list, mb_strv *out)
     }
     return MB_OK;
 }
+
+mb_status mb_cli_account_exists(mb_db *db, const char *account)
+{
+    const char *p[] = {account};
+    PGresult *r;
+    mb_status s = mb_db_query(db, "SELECT 1 FROM accounts WHERE name = $1 OR id::text = $1",
+                              1, p, &r);
+    if (s)
+        return s;
+    int n = PQntuples(r);
+    PQclear(r);
+    return n ? MB_OK : mb_errf(MB_ERR_NOTFOUND, "no account '%s'", account);
+}

@@ -20,6 +20,8 @@ bool mb_cli_want_help(int argc, char **argv);
  * 10 s; on {"ok":true} *reply is the parsed reply (mb_json_free), else the
  * reply's error text is the error. */
 mb_status mb_cli_send_cmd(const char *op, const mb_rec_command *c, mb_json **reply);
+/* MB_ERR_NOTFOUND ("no account 'X'") unless an account has that name or id. */
+mb_status mb_cli_account_exists(mb_db *db, const char *account);
 /* "A,B,C" appended to out (owned strings). */
 mb_status mb_cli_split_folders(const char *list, mb_strv *out);
 

@@ -14,6 +14,7 @@ static const struct {
     {"account", mb_cli_account, "add, list or remove a mail account"},
     {"import", mb_cli_import, "start, pause, resume, cancel an import; prints the job id"},
     {"sync", mb_cli_sync, "sync an account: what changed since the last job (--wait)"},
+    {"schedule", mb_cli_schedule, "when each folder is synced next; `schedule set` changes it"},
     {"history", mb_cli_history, "what each import and sync of an account did (--json)"},
     {"jobs", mb_cli_jobs, "import and sync jobs and their progress (--json)"},
     {"watch", mb_cli_watch, "live progress of a job until it ends"},

@@ -26,8 +26,8 @@ typedef struct { unsigned char *p; size_t n; } mb_bytes;
 typedef struct { char *name; char *addr; } mb_address;
 typedef struct { mb_address *v; size_t n; } mb_addressv;
 
-/* cmd/1 — a command (import start/pause/resume/cancel/status, dlq
- * list/show/retry/purge). Arrives as msgpack or JSON on <p>.cmd.<op>. */
+/* cmd/1 — a command (import start/pause/resume/cancel/status, sync start,
+ * schedule set, dlq list/show/retry/purge). Arrives as msgpack or JSON on <p>.cmd.<op>. */
 typedef struct {
     char *op;               /* "o": "import.start", "import.cancel", ... */
     char *account;          /* "a": account name or id */
@@ -40,6 +40,11 @@ typedef struct {
     bool all;               /* "al": dlq.retry every dead letter (of stage) */
     char *stage;            /* "sg": dlq.*: only this stage's dead letters */
     char *older_than;       /* "ot": dlq.purge: only those older than 30s, 15m, 12h, 7d */
+    char *every;            /* "ev": schedule.set: 10m, 2h, 1d, off, or auto */
+    bool discover;          /* "dc": a sync of some folders also looks for folders
+                             * created, renamed or deleted on the server */
+    char *origin;           /* "or": who started a job: NULL (a command),
+                             * "scheduler", "idle" */
 } mb_rec_command;
 
 /* One message the scan found, carried in a fetch task. */

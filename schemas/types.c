@@ -76,6 +76,9 @@ static const mb_field command_f[] = {
     F("al", all, BOOL),
     F("sg", stage, STR),
     F("ot", older_than, STR),
+    F("ev", every, STR),
+    F("dc", discover, BOOL),
+    F("or", origin, STR),
 };
 #undef F
 TYPE(mb_type_command, "cmd/1", "command", mb_rec_command, command_f);

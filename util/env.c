@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *mb_env(const char *name, const char *dflt)
 {
@@ -51,5 +52,37 @@ mb_status mb_parse_u64(const char *s, uint64_t max, uint64_t *out)
         n = n * 10 + d;
     }
     *out = n;
+    return MB_OK;
+}
+
+mb_status mb_env_double(const char *name, double dflt, double min, double max, double *out)
+{
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        *out = dflt;
+        return MB_OK;
+    }
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || *end || !(x >= min && x <= max))
+        return mb_errf(MB_ERR_CONFIG, "%s=%s: expected a number in [%g, %g]", name, v, min, max);
+    *out = x;
+    return MB_OK;
+}
+
+mb_status mb_parse_duration(const char *s, int64_t *seconds)
+{
+    uint64_t n = 0;
+    size_t i = 0;
+    for (; s && s[i] >= '0' && s[i] <= '9' && n < 100000000; i++)
+        n = n * 10 + (uint64_t)(s[i] - '0');
+    const char *u = s ? s + i : "";
+    int64_t unit = !*u || !strcmp(u, "s") ? 1 : !strcmp(u, "m") ? 60 : !strcmp(u, "h") ? 3600
+                   : !strcmp(u, "d") ? 86400 : 0;
+    if (!i || !unit)
+        return mb_errf(MB_ERR_INVALID, "duration '%s': expected a number of seconds or 30s, "
+                                       "15m, 12h, 7d", s ? s : "");
+    *seconds = (int64_t)n * unit;
     return MB_OK;
 }

@@ -22,8 +22,14 @@ const char *mb_env(const char *name, const char *dflt);
 /* Integer variable; MB_ERR_CONFIG naming the variable if not a number in
  * [min, max]. Unset gives dflt. */
 mb_status mb_env_int(const char *name, long dflt, long min, long max, long *out);
+/* Floating-point variable, likewise. */
+mb_status mb_env_double(const char *name, double dflt, double min, double max, double *out);
 /* A variable that must be set: MB_ERR_CONFIG naming it otherwise. */
 mb_status mb_env_require(const char *name, const char **out);
+
+/* "90", "30s", "15m", "12h", "7d" to seconds (at most 10^8 units);
+ * MB_ERR_INVALID naming s otherwise. */
+mb_status mb_parse_duration(const char *s, int64_t *seconds);
 
 /* Parse a non-negative decimal integer that must fit in [0, max]. */
 mb_status mb_parse_u64(const char *s, uint64_t max, uint64_t *out);

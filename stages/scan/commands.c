@@ -14,6 +14,10 @@
  *   import.resume  job    paused -> running
  *   import.cancel  job    -> cancelled (queued work is skipped)
  *   import.status  job    -> the job's progress event as JSON
+ *   schedule.set   account, every ("10m", "2h", "1d", "off", "auto"), [folders]
+ *                  -> {"ok":true,"account":A,"folders":N,"every":E}: the
+ *                  interval of the folders named, else the account's
+ *                  (scheduler.c; "auto": back to the automatic interval)
  *   dlq.list|show|retry|purge   dead letters, as `mailbus dlq` (dlq_commands.c) */
 #include "schemas/schema.h"
 #include "sources/account.h"
@@ -96,6 +100,65 @@ static mb_status cmd_start(mb_scan *sc, mb_rec_command *c, const char *type, mb_
     return s;
 }
 
+/* schedule.set: every folder of the account (the account's interval, which
+ * folders without their own follow) or the folders named. */
+static mb_status cmd_schedule_set(mb_scan *sc, mb_rec_command *c, mb_buf *reply)
+{
+    if (!c->account || !*c->account)
+        return mb_errf(MB_ERR_INVALID, "schedule.set needs \"account\"");
+    if (!c->every || !*c->every)
+        return mb_errf(MB_ERR_INVALID, "schedule.set needs \"every\": 10m, 2h, 1d, off or auto");
+    char secs[24];
+    const char *every = secs; /* NULL: auto */
+    int64_t n = 0;
+    if (!strcmp(c->every, "auto"))
+        every = NULL;
+    else if (strcmp(c->every, "off") && (mb_parse_duration(c->every, &n) || n < 60))
+        return mb_errf(MB_ERR_INVALID, "schedule.set: every '%s': expected an interval of at "
+                                       "least 1m (10m, 2h, 1d), off or auto", c->every);
+    snprintf(secs, sizeof secs, "%" PRId64, n);
+    mb_account a;
+    mb_status s = mb_account_load(sc->cmd_db, NULL, c->account, &a, NULL);
+    if (s)
+        return s;
+    char id[24];
+    mb_u64s(id, a.id);
+    /* Every name must exist before anything changes. */
+    for (size_t i = 0; i < c->folders.n && !s; i++) {
+        const char *p[] = {id, c->folders.v[i]};
+        PGresult *r;
+        s = mb_db_query(sc->cmd_db, "SELECT 1 FROM folders WHERE account_id = $1::bigint "
+                        "AND (name = $2 OR remote_name = $2) AND deleted_at IS NULL", 2, p, &r);
+        if (!s && PQntuples(r) == 0)
+            s = mb_errf(MB_ERR_NOTFOUND, "account '%s' has no folder '%s' (`mailbus schedule "
+                        "%s` lists them)", a.name, c->folders.v[i], a.name);
+        if (!s)
+            PQclear(r);
+    }
+    const char *p[] = {id, every, NULL};
+    for (size_t i = 0; i < c->folders.n && !s; i++) {
+        p[2] = c->folders.v[i];
+        s = mb_db_query(sc->cmd_db, "UPDATE folders SET sync_every = make_interval(secs => "
+                        "$2::float8), next_sync_at = NULL WHERE account_id = $1::bigint "
+                        "AND (name = $3 OR remote_name = $3) AND deleted_at IS NULL", 3, p, NULL);
+    }
+    if (!s && !c->folders.n)
+        s = mb_db_query(sc->cmd_db, "WITH a AS (UPDATE accounts SET sync_every = make_interval("
+                        "secs => $2::float8) WHERE id = $1::bigint) UPDATE folders "
+                        "SET next_sync_at = NULL WHERE account_id = $1::bigint", 2, p, NULL);
+    if (!s) {
+        MB_INFO(NULL, a.name, "schedule set: %s every %s", c->folders.n ? "folders" : "account",
+                c->every);
+        s = mb_buf_printf(reply, "{\"ok\":true,\"account\":");
+        if (!s) s = mb_buf_json_str(reply, a.name, strlen(a.name));
+        if (!s) s = mb_buf_printf(reply, ",\"folders\":%zu,\"every\":", c->folders.n);
+        if (!s) s = mb_buf_json_str(reply, c->every, strlen(c->every));
+        if (!s) s = mb_buf_puts(reply, "}");
+    }
+    mb_account_free(&a);
+    return s;
+}
+
 static mb_status cmd_transition(mb_scan *sc, mb_rec_command *c, const char *from,
                                 const char *to, mb_buf *reply)
 {
@@ -167,13 +230,14 @@ void mb_scan_command(void *ctx, const char *subject, const void *data, size_t le
         s = cmd_transition(sc, &c, "pending,scanning,running,paused", "cancelled", reply);
     else if (!strcmp(op, "import.status"))
         s = cmd_status(sc, &c, reply);
+    else if (!strcmp(op, "schedule.set"))
+        s = cmd_schedule_set(sc, &c, reply);
     else if (!strncmp(op, "dlq.", 4))
         s = mb_scan_dlq_command(sc->st->bus, op, &c, reply);
     else
         s = mb_errf(MB_ERR_INVALID, "unknown command '%s' (import.start, sync.start, "
                                     "import.pause, import.resume, import.cancel, import.status, "
-                                    "dlq.list, "
-                                    "dlq.show, dlq.retry, dlq.purge)", op);
+                                    "schedule.set, dlq.list, dlq.show, dlq.retry, dlq.purge)", op);
     pthread_mutex_unlock(&sc->cmd_mu);
     if (s) {
         MB_WARN(c.job, c.account, "command %s: %s", op, mb_err_last());

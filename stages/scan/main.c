@@ -1,5 +1,6 @@
-/* main.c — mailbus-scan: serves the commands, scans or syncs accounts into
- * chunks (scanner threads), and coordinates running jobs (main thread). */
+/* main.c — mailbus-scan: serves the commands, schedules syncs (scheduler
+ * thread), scans or syncs accounts into chunks (scanner threads), and
+ * coordinates running jobs (main thread). */
 #include "bus/serve.h"
 #include "stages/common/job.h"
 #include "stages/common/lease.h"
@@ -15,7 +16,8 @@
 
 static const char usage[] =
     "Serves <prefix>.cmd.> (import.start, sync.start, import.pause, import.resume,\n"
-    "import.cancel, import.status, dlq.*; JSON or msgpack cmd/1 payloads, JSON replies),\n"
+    "import.cancel, import.status, schedule.set, dlq.*; JSON or msgpack cmd/1\n"
+    "payloads, JSON replies),\n"
     "scans IMAP accounts (an import: every message; a sync: what changed since the last\n"
     "completed job) into chunks of at most 500 messages / 32 MB, and keeps MAILBUS_MAX_INFLIGHT\n"
     "(default 8) chunks per job in flight, newest first. Publishes progress every\n"
@@ -25,7 +27,14 @@ static const char usage[] =
     "that died once its lease expires. MAILBUS_SCAN_THREADS (default 4) accounts are\n"
     "scanned at once, each on its own connection. A scan that fails because the mail\n"
     "server or Postgres is unreachable is tried again every 5 s for\n"
-    "MAILBUS_SCAN_GIVE_UP_MS (3600000), then its job fails with the reason.";
+    "MAILBUS_SCAN_GIVE_UP_MS (3600000), then its job fails with the reason.\n"
+    "One copy (lease \"scheduler\") starts syncs by itself: each folder every interval\n"
+    "after its last completed job (by role, adapted to activity, or as set with\n"
+    "`mailbus schedule set`), every MAILBUS_SCHEDULE_TICK_MS (1000) at most\n"
+    "MAILBUS_SCHEDULE_MAX_STARTS (10) jobs, while fewer than MAILBUS_SCHEDULE_MAX_ACTIVE\n"
+    "(100) syncs are active; an account whose last job failed waits\n"
+    "MAILBUS_SCHEDULE_RETRY_S (300). MAILBUS_SCHEDULE_SCALE (1) multiplies every\n"
+    "interval (tests shorten time with it).";
 
 /* Coordination failures, so that the same one, pass after pass (every
  * 100 ms), is logged once a minute. */
@@ -162,6 +171,8 @@ int main(int argc, char **argv)
             s = mb_errf(MB_ERR_INTERNAL, "cannot start scanner thread %d", i + 1);
         scanners[i].running = !s;
     }
+    mb_scheduler *sched = NULL;
+    if (!s) s = mb_scheduler_start(&sc, dsn, &sched);
     failures f = {0};
     while (!s && !mb_bus_stopping()) {
         mb_status cs = mb_scan_coordinate(&sc);
@@ -182,6 +193,7 @@ int main(int argc, char **argv)
     if (s)
         mb_bus_stop(); /* scanner threads started before the failure end too */
     mb_scan_wake(&sc);
+    mb_scheduler_stop(sched);
     for (int i = 0; i < sc.scanners; i++) {
         if (scanners[i].running)
             pthread_join(scanners[i].thread, NULL);

@@ -1,6 +1,7 @@
 /* scan.h — the scan stage's jobs: answering commands (commands.c),
- * scanning an account into chunks (scan.c) or syncing it (sync.c: what
- * changed since the last job), and coordinating running jobs:
+ * deciding when each folder is synced next (scheduler.c), scanning an
+ * account into chunks (scan.c) or syncing it (sync.c: what changed since
+ * the last job), and coordinating running jobs:
  * publishing fetch tasks with a bounded number in flight, progress and
  * completion events (coordinator.c). */
 #ifndef MB_SCAN_H
@@ -20,7 +21,8 @@
 /* Threads, each with its own Postgres connection, so that none of them
  * waits for another: commands (a nats.c thread), scanning (scanner threads,
  * MAILBUS_SCAN_THREADS: a large folder takes minutes, and the small accounts
- * imported beside it must not wait for it) and coordination (the main
+ * imported beside it must not wait for it), the scheduler (one thread) and
+ * coordination (the main
  * thread, a pass every 100 ms, which alone publishes asynchronously on
  * st->bus). */
 typedef struct {
@@ -97,6 +99,12 @@ mb_status mb_sync_folders(mb_scan_rec *r, const mb_account *a, mb_source *src,
 
 /* Wake the scanner threads: a job is waiting to be scanned. */
 void mb_scan_wake(mb_scan *sc);
+
+/* The scheduler (scheduler.c): its own thread and connection to dsn,
+ * started after the bus; stop joins it once mb_bus_stopping(). */
+typedef struct mb_scheduler mb_scheduler;
+mb_status mb_scheduler_start(mb_scan *sc, const char *dsn, mb_scheduler **out);
+void mb_scheduler_stop(mb_scheduler *sd);
 
 /* <p>.cmd.> handler (see commands.c for the operations). */
 void mb_scan_command(void *ctx, const char *subject, const void *data, size_t len, mb_buf *reply);

@@ -17,6 +17,9 @@
  *             a new name whose UIDVALIDITY equals exactly one vanished
  *             folder's (and whose UIDNEXT did not go back) is that folder
  *             renamed: it keeps its row, so its history and schedule.
+ *             A sync of some folders reads only those, unless it asks for
+ *             discovery (the scheduler's syncs): then also folders new on
+ *             the server, and it retires those gone.
  *
  * Comparisons happen in Postgres, against job_listing, written in batches as
  * the server's answers stream in: memory stays flat on a 1M-message folder.
@@ -426,6 +429,15 @@ static known_folder *renamed_from(mb_source *src, known_list *k, const mb_folder
     return hit;
 }
 
+/* A server folder a sync of some folders with discovery (the scheduler's)
+ * reads although it was not asked for: one that has no row yet (created on
+ * the server, or renamed: known is its match, if any). */
+static bool discovered(const mb_rec_command *opt, const mb_folder_info *f,
+                       const known_folder *known)
+{
+    return opt->discover && opt->folders.n && !f->noselect && !known;
+}
+
 mb_status mb_sync_folders(mb_scan_rec *rec, const mb_account *a, mb_source *src,
                           const mb_rec_command *opt, const mb_folder_info *fl, size_t nf,
                           const char *jobs)
@@ -447,7 +459,7 @@ mb_status mb_sync_folders(mb_scan_rec *rec, const mb_account *a, mb_source *src,
     }
     size_t chosen = 0;
     for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
-        if (match[i] || !mb_scan_selected(opt, &fl[i]))
+        if (match[i] || !(mb_scan_selected(opt, &fl[i]) || discovered(opt, &fl[i], NULL)))
             continue;
         known_folder *was = renamed_from(src, &k, &fl[i], &s);
         if (!was || s)
@@ -468,19 +480,22 @@ mb_status mb_sync_folders(mb_scan_rec *rec, const mb_account *a, mb_source *src,
         }
     }
     for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
-        if (!mb_scan_selected(opt, &fl[i]))
+        if (mb_scan_selected(opt, &fl[i]))
+            chosen++;
+        else if (!discovered(opt, &fl[i], match[i]))
             continue;
-        chosen++;
         s = sync_folder(rec, a->id, src, &fl[i], match[i], old_names[i] ? "renamed" : NULL,
                         old_names[i], jobs, a->name);
         if (!s)
             mb_scan_fault_folder_delay();
     }
-    if (!s && opt->folders.n && chosen < opt->folders.n)
+    if (!s && opt->folders.n && chosen < opt->folders.n && !opt->discover)
         s = mb_errf(MB_ERR_NOTFOUND, "%zu of the %zu requested folders do not exist on the server",
                     opt->folders.n - chosen, opt->folders.n);
-    /* Folders gone from the server (only a sync of every folder can tell). */
-    for (size_t i = 0; i < k.n && !s && !opt->folders.n && !mb_bus_stopping(); i++)
+    /* Folders gone from the server (only a sync that saw every folder can
+     * tell: all of them, or some with discovery). */
+    bool every = !opt->folders.n || opt->discover;
+    for (size_t i = 0; i < k.n && !s && every && !mb_bus_stopping(); i++)
         if (!k.v[i].matched && !k.v[i].retired)
             s = retire_folder(rec, &k.v[i], jobs, a->name);
     for (size_t i = 0; old_names && i < nf; i++)
