@@ -52,6 +52,8 @@ struct mb_blob_store {
     int fault_errno;
     uint64_t seq;
     char host[65];       /* gethostname(): temp names say whose they are */
+    void (*gc_hook)(void *arg, const char *hex); /* mb_blob_gc_test_hook */
+    void *gc_hook_arg;
 };
 
 struct mb_blob_writer {
@@ -284,22 +286,27 @@ static mb_status hash_fd(mb_blob_store *s, int fd, const char *what, char hex[65
     return st;
 }
 
-/* Is the file at rel exactly size bytes with SHA-256 hex? Errors count as "no". */
-static bool existing_intact(mb_blob_store *s, const char *rel, const char *hex, uint64_t size)
+typedef enum { EXISTING_INTACT, EXISTING_DAMAGED, EXISTING_GONE } existing_state;
+
+/* Is the file at rel exactly size bytes with SHA-256 hex? GONE if there is
+ * no file (the cleanup moved it out of sight); other errors count as
+ * DAMAGED (it is replaced). */
+static existing_state existing_check(mb_blob_store *s, const char *rel, const char *hex,
+                                     uint64_t size)
 {
     int fd = openat(s->rootfd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return false;
+        return errno == ENOENT ? EXISTING_GONE : EXISTING_DAMAGED;
     struct stat sb;
-    bool ok = false;
+    existing_state st = EXISTING_DAMAGED;
     if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size == size) {
         char got[65];
         uint64_t n;
         if (hash_fd(s, fd, rel, got, &n) == MB_OK && n == size && strcmp(got, hex) == 0)
-            ok = true;
+            st = EXISTING_INTACT;
     }
     close(fd);
-    return ok;
+    return st;
 }
 
 static mb_status mkdir_p(const char *path)
@@ -414,21 +421,92 @@ void mb_blob_fault_after(mb_blob_store *s, int n, int errno_value)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* Whether temp file name was made by a writer on this host whose process is
- * gone (killed mid-write): "w.<pid>.<seq>.<time>.<attempt>.<host>". A name of
- * another host, or of a live process, or not of this form, is not. */
-static bool writer_dead(const mb_blob_store *s, const char *name)
+/* A name in tmp/: "<kind>.<pid>.<seq>.<time>.<field>.<host>", kind 'w' for
+ * a writer's temp file (field: attempt), 'g' for a cleanup tombstone
+ * (field: the blob's hex name). */
+typedef struct {
+    long pid;
+    long long time;
+    const char *field; /* not NUL-terminated: field_len bytes */
+    size_t field_len;
+    const char *host;
+} tmp_name;
+
+static bool tmp_name_parse(const char *name, char kind, tmp_name *t)
 {
-    if (strncmp(name, "w.", 2) != 0)
+    if (name[0] != kind || name[1] != '.')
         return false;
     char *e;
-    long pid = strtol(name + 2, &e, 10);
-    const char *host = e;
-    for (int dots = 0; *host && dots < 4; host++)
-        dots += *host == '.';
-    if (e == name + 2 || *e != '.' || pid <= 0 || pid == (long)getpid() || strcmp(host, s->host))
+    t->pid = strtol(name + 2, &e, 10);
+    if (e == name + 2 || *e != '.' || t->pid <= 0)
         return false;
-    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    const char *seq_end = strchr(e + 1, '.');
+    if (!seq_end)
+        return false;
+    t->time = strtoll(seq_end + 1, &e, 10);
+    if (*e != '.')
+        return false;
+    t->field = e + 1;
+    const char *field_end = strchr(t->field, '.');
+    if (!field_end)
+        return false;
+    t->field_len = (size_t)(field_end - t->field);
+    t->host = field_end + 1;
+    return true;
+}
+
+/* Whether the process that made t is gone (killed mid-write, mid-cleanup):
+ * a name of this host whose pid no longer exists. Another host's, or a live
+ * process's, is not. */
+static bool owner_dead(const mb_blob_store *s, const tmp_name *t)
+{
+    if (t->pid == (long)getpid() || strcmp(t->host, s->host))
+        return false;
+    return kill((pid_t)t->pid, 0) != 0 && errno == ESRCH;
+}
+
+static bool writer_dead(const mb_blob_store *s, const char *name)
+{
+    tmp_name t;
+    return tmp_name_parse(name, 'w', &t) && owner_dead(s, &t);
+}
+
+/* Put tombstone tmp/<tomb> back at rel without replacing anything: if a
+ * fresh copy took its place (same bytes: content addressing), drop the
+ * tombstone instead (*dropped, may be NULL). */
+static mb_status restore_tombstone(mb_blob_store *s, const char *tomb, const char *rel,
+                                   bool *dropped)
+{
+    if (dropped)
+        *dropped = false;
+    if (io_rename_noreplace(s, tomb, rel) == 0)
+        return MB_OK;
+    if (errno == EEXIST && unlinkat(s->tmpfd, tomb, 0) == 0) {
+        if (dropped)
+            *dropped = true;
+        return MB_OK;
+    }
+    return mb_errf(MB_ERR_IO, "blob store %s: cannot put tmp/%s back at %s: %s", s->root, tomb,
+                   rel, strerror(errno));
+}
+
+/* A tombstone of a dead or stale cleanup (see blob.h): put it back. */
+static void restore_stale_tombstone(mb_blob_store *s, const char *name, const tmp_name *t)
+{
+    char hex[65], rel[REL_LEN];
+    if (t->field_len != 64)
+        return; /* not one of ours: leave it */
+    snprintf(hex, sizeof hex, "%.*s", (int)t->field_len, t->field);
+    if (!hex_valid(hex))
+        return;
+    rel_path(hex, rel);
+    bool dropped;
+    if (restore_tombstone(s, name, rel, &dropped) == MB_OK)
+        MB_WARN(NULL, NULL, "blob store %s: %s %s, left out of sight by a cleanup that died%s",
+                s->root, dropped ? "dropped the tombstone of" : "restored", rel,
+                dropped ? " (a fresh copy is in place)" : " (the next pass considers it again)");
+    else
+        MB_ERROR(NULL, NULL, "%s", mb_err_last());
 }
 
 mb_status mb_blob_cleanup_tmp(mb_blob_store *s, int older_than_minutes, unsigned *removed)
@@ -453,6 +531,13 @@ mb_status mb_blob_cleanup_tmp(mb_blob_store *s, int older_than_minutes, unsigned
         if (fstatat(s->tmpfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
             !S_ISREG(sb.st_mode))
             continue;
+        tmp_name t;
+        if (tmp_name_parse(de->d_name, 'g', &t)) {
+            /* A tombstone keeps its blob's old mtime: its age is in its name. */
+            if (older_than_minutes <= 0 || t.time < (long long)cutoff || owner_dead(s, &t))
+                restore_stale_tombstone(s, de->d_name, &t);
+            continue;
+        }
         if (older_than_minutes > 0 && sb.st_mtime >= cutoff && !writer_dead(s, de->d_name))
             continue;
         if (unlinkat(s->tmpfd, de->d_name, 0) == 0)
@@ -600,17 +685,30 @@ mb_status mb_blob_writer_commit(mb_blob_writer *w, char hex_out[65], uint64_t *s
         return st;
     }
 
-    if (io_rename_noreplace(s, w->tmpname, rel) != 0) {
+    for (int attempt = 0; io_rename_noreplace(s, w->tmpname, rel) != 0; attempt++) {
         if (errno != EEXIST) {
             st = mb_errf(MB_ERR_IO, "blob store %s: rename tmp/%s to %s: %s", s->root,
                          w->tmpname, rel, strerror(errno));
             writer_release(w, true);
             return st;
         }
-        if (existing_intact(s, rel, hex, w->size)) {
-            /* Dedup: the intact existing blob stays untouched. */
-            unlinkat(s->tmpfd, w->tmpname, 0);
-        } else {
+        existing_state have = existing_check(s, rel, hex, w->size);
+        if (have == EXISTING_INTACT) {
+            /* Dedup: the intact blob is kept, its mtime set to now so the
+             * cleanup sees it is wanted (blob.h). By path, not by the fd
+             * that checked it: a blob the cleanup has just moved out of
+             * sight must not be touched there and counted as present. */
+            if (utimensat(s->rootfd, rel, NULL, 0) == 0) {
+                unlinkat(s->tmpfd, w->tmpname, 0);
+                break;
+            }
+            if (errno != ENOENT) {
+                st = mb_errf(MB_ERR_IO, "blob store %s: touch %s: %s", s->root, rel,
+                             strerror(errno));
+                writer_release(w, true);
+                return st;
+            }
+        } else if (have == EXISTING_DAMAGED) {
             /* Most likely a crash hit between an earlier commit and its sync. */
             MB_WARN(NULL, NULL, "blob store %s: existing %s is damaged; replacing it", s->root,
                     rel);
@@ -620,6 +718,15 @@ mb_status mb_blob_writer_commit(mb_blob_writer *w, char hex_out[65], uint64_t *s
                 writer_release(w, true);
                 return st;
             }
+            break;
+        }
+        /* Gone between the rename and the check or the touch: the cleanup
+         * took it; publish ours (the loop's rename). */
+        if (attempt >= 8) {
+            st = mb_errf(MB_ERR_IO, "blob store %s: %s keeps vanishing while committed", s->root,
+                         rel);
+            writer_release(w, true);
+            return st;
         }
     }
     pthread_mutex_lock(&s->mu);
@@ -726,22 +833,33 @@ mb_status mb_blob_path(const mb_blob_store *s, const char *hex, char *out, size_
     return MB_OK;
 }
 
-mb_status mb_blob_exists(mb_blob_store *s, const char *hex, bool *out)
+/* Check hex, set rel to its path and stat it: MB_OK with *found (and *sb
+ * when found), or the error. */
+static mb_status stat_blob(mb_blob_store *s, const char *hex, char rel[REL_LEN], struct stat *sb,
+                           bool *found)
 {
-    *out = false;
+    *found = false;
     mb_status st = check_hex(hex);
     if (st != MB_OK)
         return st;
-    char rel[REL_LEN];
     rel_path(hex, rel);
-    struct stat sb;
-    if (fstatat(s->rootfd, rel, &sb, 0) == 0) {
-        *out = S_ISREG(sb.st_mode);
+    if (fstatat(s->rootfd, rel, sb, 0) == 0) {
+        *found = true;
         return MB_OK;
     }
     if (errno == ENOENT)
         return MB_OK;
     return mb_errf(MB_ERR_IO, "blob %s: stat: %s", hex, strerror(errno));
+}
+
+mb_status mb_blob_exists(mb_blob_store *s, const char *hex, bool *out)
+{
+    char rel[REL_LEN];
+    struct stat sb;
+    mb_status st = stat_blob(s, hex, rel, &sb, out);
+    if (st == MB_OK && *out)
+        *out = S_ISREG(sb.st_mode);
+    return st;
 }
 
 static mb_status open_blob(mb_blob_store *s, const char *hex, int *fd)
@@ -830,4 +948,129 @@ mb_status mb_blob_verify(mb_blob_store *s, const char *hex)
         return mb_errf(MB_ERR_INVALID, "blob %s is damaged: its %llu bytes hash to %s", hex,
                        (unsigned long long)n, got);
     return MB_OK;
+}
+
+/* ---- garbage collection (blob.h) ---------------------------------------- */
+
+void mb_blob_gc_test_hook(mb_blob_store *s, void (*fn)(void *arg, const char *hex), void *arg)
+{
+    pthread_mutex_lock(&s->mu);
+    s->gc_hook = fn;
+    s->gc_hook_arg = arg;
+    pthread_mutex_unlock(&s->mu);
+}
+
+mb_status mb_blob_gc_clock(mb_blob_store *s, struct timespec *now)
+{
+    /* The tmp/ directory's own times: no file to leave behind, and every
+     * writer changes them anyway. Concurrent touches only move it forward. */
+    struct stat sb;
+    if (futimens(s->tmpfd, NULL) != 0 || fstat(s->tmpfd, &sb) != 0)
+        return mb_errf(MB_ERR_IO, "blob store %s: touch tmp/: %s", s->root, strerror(errno));
+    *now = sb.st_mtim;
+    return MB_OK;
+}
+
+static bool before(const struct stat *sb, const struct timespec *cutoff)
+{
+    return sb->st_mtim.tv_sec < cutoff->tv_sec ||
+           (sb->st_mtim.tv_sec == cutoff->tv_sec && sb->st_mtim.tv_nsec < cutoff->tv_nsec);
+}
+
+mb_status mb_blob_gc_probe(mb_blob_store *s, const char *hex, const struct timespec *cutoff,
+                           mb_blob_gc_result *out)
+{
+    char rel[REL_LEN];
+    struct stat sb;
+    bool found;
+    mb_status st = stat_blob(s, hex, rel, &sb, &found);
+    if (st != MB_OK)
+        return st;
+    if (!found) {
+        *out = MB_BLOB_GC_ABSENT;
+        return MB_OK;
+    }
+    if (!S_ISREG(sb.st_mode))
+        return mb_errf(MB_ERR_IO, "blob store %s: %s is not a regular file; left alone", s->root,
+                       rel);
+    *out = before(&sb, cutoff) ? MB_BLOB_GC_REMOVED : MB_BLOB_GC_RECENT;
+    return MB_OK;
+}
+
+/* A removal, for the next mb_blob_sync: the directory entries that changed. */
+static void note_removed(mb_blob_store *s, const char *rel)
+{
+    char dir[8];
+    snprintf(dir, sizeof dir, "%.2s", rel);
+    pthread_mutex_lock(&s->mu);
+    s->pending++;
+    if (s->mode == MB_BLOB_SYNC_FILES &&
+        (strlist_add(&s->pend_dirs, dir) != MB_OK || strlist_add(&s->pend_dirs, "tmp") != MB_OK))
+        MB_WARN(NULL, NULL, "blob store %s: %s", s->root, mb_err_last()); /* durability only */
+    pthread_mutex_unlock(&s->mu);
+}
+
+mb_status mb_blob_gc_remove(mb_blob_store *s, const char *hex, const struct timespec *cutoff,
+                            mb_blob_gc_check_fn check, void *ctx, mb_blob_gc_result *out)
+{
+    /* 1. Modified since the cutoff: wanted, kept. */
+    mb_status st = mb_blob_gc_probe(s, hex, cutoff, out);
+    if (st != MB_OK || *out != MB_BLOB_GC_REMOVED)
+        return st;
+    pthread_mutex_lock(&s->mu);
+    uint64_t seq = ++s->seq;
+    void (*hook)(void *, const char *) = s->gc_hook;
+    void *hook_arg = s->gc_hook_arg;
+    pthread_mutex_unlock(&s->mu);
+    if (hook)
+        hook(hook_arg, hex);
+
+    /* 2. Out of sight: a fetch from now on writes a fresh copy. */
+    char rel[REL_LEN], tomb[200];
+    rel_path(hex, rel);
+    snprintf(tomb, sizeof tomb, "g.%ld.%llu.%lld.%s.%s", (long)getpid(), (unsigned long long)seq,
+             (long long)time(NULL), hex, s->host);
+    if (renameat(s->rootfd, rel, s->tmpfd, tomb) != 0) {
+        if (errno == ENOENT) {
+            *out = MB_BLOB_GC_ABSENT;
+            return MB_OK;
+        }
+        return mb_errf(MB_ERR_IO, "blob store %s: rename %s to tmp/%s: %s", s->root, rel, tomb,
+                       strerror(errno));
+    }
+
+    /* 3. Touched just before the rename, or referenced meanwhile? */
+    struct stat sb;
+    bool referenced = false;
+    if (fstatat(s->tmpfd, tomb, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        st = mb_errf(MB_ERR_IO, "blob store %s: stat tmp/%s: %s", s->root, tomb, strerror(errno));
+    else if (!before(&sb, cutoff))
+        *out = MB_BLOB_GC_RECENT;
+    else if ((st = check(ctx, hex, &referenced)) == MB_OK && referenced)
+        *out = MB_BLOB_GC_REFERENCED;
+
+    /* 4. Unlink, or put it back. */
+    if (st == MB_OK && *out == MB_BLOB_GC_REMOVED) {
+        if (unlinkat(s->tmpfd, tomb, 0) == 0) {
+            note_removed(s, rel);
+            return MB_OK;
+        }
+        if (errno == ENOENT) {
+            /* Restored by a store open that took this process for dead or
+             * stale: the blob is back at its place, and stays. */
+            *out = MB_BLOB_GC_RECENT;
+            return MB_OK;
+        }
+        st = mb_errf(MB_ERR_IO, "blob store %s: unlink tmp/%s: %s", s->root, tomb,
+                     strerror(errno));
+    }
+    char why[512];
+    snprintf(why, sizeof why, "%s", st != MB_OK ? mb_err_last() : "");
+    mb_status rs = restore_tombstone(s, tomb, rel, NULL);
+    if (rs != MB_OK) {
+        /* The next store open on this host restores it (blob.h). */
+        MB_ERROR(NULL, NULL, "%s", mb_err_last());
+        return st != MB_OK ? mb_errf(st, "%s", why) : rs;
+    }
+    return st != MB_OK ? mb_errf(st, "%s", why) : MB_OK;
 }

@@ -35,6 +35,12 @@
  *     checks the size and SHA-256 of the existing file, keeps it if it matches
  *     (the normal dedup case — an intact blob is never rewritten), and replaces
  *     it atomically only if it is damaged (logged as a warning).
+ *   - A commit that finds the blob already there (dedup) sets the blob's mtime
+ *     to now: "recently wanted" is visible on disk, which is what keeps the
+ *     cleanup job (mb_blob_gc_remove) away from it. If the blob vanished
+ *     between the check and the touch (the cleanup moved it out of sight),
+ *     the commit publishes its own copy instead: a successful commit always
+ *     leaves the blob at its final path.
  *
  * Sync strategies (mb_blob_set_sync_mode): MB_BLOB_SYNC_FS uses one syncfs(2)
  * on the store's file system (default: measured fastest, see blob.c);
@@ -52,6 +58,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 typedef struct mb_blob_store mb_blob_store;
 typedef struct mb_blob_writer mb_blob_writer;
@@ -64,7 +71,10 @@ typedef enum {
 
 /* Temp files older than this at open time are crash leftovers (a live writer
  * never takes this long) and are removed by mb_blob_store_open(), as are, at
- * once, those of a writer on this host whose process no longer exists. */
+ * once, those of a writer on this host whose process no longer exists.
+ * A cleanup tombstone (see mb_blob_gc_remove) left by a dead or stale
+ * cleanup is put back at its final path instead (or dropped if a fresh copy
+ * is there): it may still be wanted, and restoring errs on the safe side. */
 #define MB_BLOB_STALE_TMP_MINUTES 60
 
 /* Open (creating root and root/tmp if needed) and clean stale temp files. */
@@ -112,5 +122,58 @@ mb_status mb_blob_verify(mb_blob_store *s, const char *hex);
 /* Fault injection (tests): the n-th next write/fsync/rename/mkdir issued by
  * this store (n >= 1) fails with errno_value; n = 0 disarms. One-shot. */
 void mb_blob_fault_after(mb_blob_store *s, int n, int errno_value);
+
+/* ---- garbage collection (the cleanup job, stages/store/cleanup.h) --------
+ *
+ * Removing a blob races with a fetch that is about to reference it again
+ * (same bytes, another account or the message back on the server): fetch
+ * commits (a dedup hit touches the mtime, see the contract above), and the
+ * emails row that references it is written by store possibly much later.
+ * mb_blob_gc_remove removes a blob only when that cannot be happening:
+ *
+ *   1. its mtime is before `cutoff` (the caller passes a time before the
+ *      start of its pass, before the retention, and before the oldest job
+ *      that may still reference the blob: nothing wanted it since);
+ *   2. it is renamed out of sight (root/tmp/g.<pid>.<seq>.<time>.<hex>.<host>,
+ *      a tombstone) — from now on a fetch sees no blob and publishes a fresh
+ *      copy, so it never counts on this file;
+ *   3. the tombstone's mtime is read again (a touch that landed between 1 and
+ *      2 is seen) and `check` asks the database again whether an email
+ *      references the blob now (a reference committed between the caller's
+ *      first look and 2 is seen);
+ *   4. only then is the tombstone unlinked; otherwise it is put back with a
+ *      no-replace rename, and if a fresh copy took its place meanwhile (same
+ *      bytes: content addressing) the tombstone is dropped instead.
+ *
+ * A crash between 2 and 4 leaves a tombstone: the next store open on this
+ * host (its owner's pid is gone) or any open an hour later restores it. */
+
+typedef enum {
+    MB_BLOB_GC_REMOVED,    /* unlinked (dry run: would be) */
+    MB_BLOB_GC_ABSENT,     /* there was no such blob */
+    MB_BLOB_GC_RECENT,     /* modified at or after cutoff: kept */
+    MB_BLOB_GC_REFERENCED, /* check said it is referenced: kept */
+} mb_blob_gc_result;
+
+/* Called with the blob out of sight (step 3): set *referenced. An error
+ * keeps the blob and is returned by mb_blob_gc_remove. */
+typedef mb_status (*mb_blob_gc_check_fn)(void *ctx, const char *hex, bool *referenced);
+
+/* The store file system's "now" (the mtime a touch would give a blob right
+ * now, read back from root/tmp/ after touching it): the clock blob mtimes
+ * are compared with, even on a volume shared by hosts whose clocks differ. */
+mb_status mb_blob_gc_clock(mb_blob_store *s, struct timespec *now);
+/* Remove blob hex if nothing wants it (steps above). check may not be NULL.
+ * MB_ERR_INVALID for a bad name; MB_ERR_IO (blob kept) on a file system
+ * error. Removals become durable with the next mb_blob_sync(). */
+mb_status mb_blob_gc_remove(mb_blob_store *s, const char *hex, const struct timespec *cutoff,
+                            mb_blob_gc_check_fn check, void *ctx, mb_blob_gc_result *out);
+/* Dry run: what mb_blob_gc_remove would decide from the mtime alone
+ * (REMOVED, ABSENT or RECENT); touches nothing. */
+mb_status mb_blob_gc_probe(mb_blob_store *s, const char *hex, const struct timespec *cutoff,
+                           mb_blob_gc_result *out);
+/* Test hook: fn(arg, hex) runs in mb_blob_gc_remove between its mtime
+ * check and the rename (where a concurrent fetch could land). NULL disarms. */
+void mb_blob_gc_test_hook(mb_blob_store *s, void (*fn)(void *arg, const char *hex), void *arg);
 
 #endif

@@ -1,7 +1,9 @@
 /* test_blob.c — blob/blob.c: content addressing, dedup, damaged-blob repair,
- * name validation, mapping, batched sync, stale temp cleanup, and fault
+ * name validation, mapping, batched sync, stale temp cleanup, fault
  * injection at every write/fsync/rename/mkdir (nothing partial, nothing
- * leaked, a retry succeeds). */
+ * leaked, a retry succeeds), and the cleanup's guarded removal racing with
+ * a fetch (touch in the window, fresh copy while out of sight, a crash with
+ * the blob out of sight). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -410,6 +412,194 @@ static void test_bad_root(void **state)
     assert_null(s);
 }
 
+/* ---- garbage collection (mb_blob_gc_remove) ------------------------------ */
+
+/* Store data as a blob last modified two hours ago (long before any cutoff). */
+static void put_old(fixture *f, const unsigned char *data, size_t n, char hex[65], char *path,
+                    size_t cap)
+{
+    assert_int_equal(put(f->s, data, n, hex), MB_OK);
+    assert_int_equal(mb_blob_path(f->s, hex, path, cap), MB_OK);
+    struct timespec ts[2] = {{.tv_sec = time(NULL) - 2 * 3600}, {.tv_sec = time(NULL) - 2 * 3600}};
+    assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+/* What the check callback answers, and what it does first (a concurrent
+ * fetch committing the same bytes while the blob is out of sight). */
+typedef struct {
+    fixture *f;
+    bool referenced;
+    const unsigned char *recommit; /* non-NULL: commit these bytes first */
+    size_t n;
+    int calls;
+} gc_ctx;
+
+static mb_status gc_check(void *ctx, const char *hex, bool *referenced)
+{
+    gc_ctx *c = ctx;
+    c->calls++;
+    if (c->recommit) {
+        bool there = true;
+        assert_int_equal(mb_blob_exists(c->f->s, hex, &there), MB_OK);
+        assert_false(there); /* out of sight while the database is asked */
+        char again[65];
+        assert_int_equal(put(c->f->s, c->recommit, c->n, again), MB_OK);
+        assert_string_equal(again, hex);
+    }
+    *referenced = c->referenced;
+    return MB_OK;
+}
+
+static void test_gc_remove(void **state)
+{
+    fixture *f = *state;
+    unsigned char *a = pattern(3000, 11), *b = pattern(3000, 12), *c = pattern(3000, 13);
+    char ha[65], hb[65], hc[65], pa[512], pb[512], pc[512];
+    put_old(f, a, 3000, ha, pa, sizeof pa);
+    put_old(f, b, 3000, hb, pb, sizeof pb);
+    put_old(f, c, 3000, hc, pc, sizeof pc);
+    struct timespec cutoff;
+    assert_int_equal(mb_blob_gc_clock(f->s, &cutoff), MB_OK);
+    assert_true(cutoff.tv_sec >= time(NULL) - 5);
+
+    /* Unreferenced and old: removed, no tombstone left. */
+    gc_ctx no = {.f = f};
+    mb_blob_gc_result r;
+    assert_int_equal(mb_blob_gc_probe(f->s, ha, &cutoff, &r), MB_OK);
+    assert_int_equal(r, MB_BLOB_GC_REMOVED); /* a dry run touches nothing */
+    assert_int_equal(access(pa, F_OK), 0);
+    assert_int_equal(mb_blob_gc_remove(f->s, ha, &cutoff, gc_check, &no, &r), MB_OK);
+    assert_int_equal(r, MB_BLOB_GC_REMOVED);
+    assert_int_equal(no.calls, 1);
+    assert_int_equal(access(pa, F_OK), -1);
+    assert_int_equal(mb_blob_gc_remove(f->s, ha, &cutoff, gc_check, &no, &r), MB_OK);
+    assert_int_equal(r, MB_BLOB_GC_ABSENT);
+
+    /* Referenced when asked with it out of sight: put back intact. */
+    gc_ctx yes = {.f = f, .referenced = true};
+    assert_int_equal(mb_blob_gc_remove(f->s, hb, &cutoff, gc_check, &yes, &r), MB_OK);
+    assert_int_equal(r, MB_BLOB_GC_REFERENCED);
+    assert_int_equal(mb_blob_verify(f->s, hb), MB_OK);
+
+    /* A fetch found it again after the pass started (dedup: mtime now):
+     * kept without asking the database. */
+    char again[65];
+    assert_int_equal(put(f->s, c, 3000, again), MB_OK); /* same clock: mtime >= cutoff */
+    no.calls = 0;
+    assert_int_equal(mb_blob_gc_remove(f->s, hc, &cutoff, gc_check, &no, &r), MB_OK);
+    assert_int_equal(r, MB_BLOB_GC_RECENT);
+    assert_int_equal(no.calls, 0);
+    assert_int_equal(mb_blob_verify(f->s, hc), MB_OK);
+    assert_int_equal(count_dir(f->root, "tmp"), 0);
+    assert_int_equal(mb_blob_sync(f->s), MB_OK);
+    free(a);
+    free(b);
+    free(c);
+}
+
+/* The hook runs where a fetch's touch could land: between the mtime check
+ * and the rename. The tombstone's mtime is read again, so it is kept. */
+static void touch_in_window(void *arg, const char *hex)
+{
+    fixture *f = arg;
+    char path[512];
+    assert_int_equal(mb_blob_path(f->s, hex, path, sizeof path), MB_OK);
+    assert_int_equal(utimensat(AT_FDCWD, path, NULL, 0), 0); /* what a dedup commit does */
+}
+
+static void test_gc_race_touch(void **state)
+{
+    fixture *f = *state;
+    unsigned char *d = pattern(5000, 21);
+    char hd[65], pd[512];
+    put_old(f, d, 5000, hd, pd, sizeof pd);
+    struct timespec cutoff;
+    assert_int_equal(mb_blob_gc_clock(f->s, &cutoff), MB_OK);
+    cutoff.tv_sec -= 60; /* the touch in the window is clearly after it */
+    mb_blob_gc_test_hook(f->s, touch_in_window, f);
+    gc_ctx no = {.f = f};
+    mb_blob_gc_result r;
+    assert_int_equal(mb_blob_gc_remove(f->s, hd, &cutoff, gc_check, &no, &r), MB_OK);
+    mb_blob_gc_test_hook(f->s, NULL, NULL);
+    assert_int_equal(r, MB_BLOB_GC_RECENT);
+    assert_int_equal(no.calls, 0);
+    assert_int_equal(mb_blob_verify(f->s, hd), MB_OK);
+    assert_int_equal(count_dir(f->root, "tmp"), 0);
+    free(d);
+}
+
+/* A fetch committing while the blob is out of sight writes a fresh copy;
+ * whether the cleanup then drops or puts back its tombstone, the blob is
+ * there, intact, and no tombstone is left. */
+static void test_gc_race_fresh_copy(void **state)
+{
+    fixture *f = *state;
+    unsigned char *e = pattern(70000, 31);
+    char he[65], pe[512];
+    for (int referenced = 0; referenced < 2; referenced++) {
+        put_old(f, e, 70000, he, pe, sizeof pe);
+        struct timespec cutoff;
+        assert_int_equal(mb_blob_gc_clock(f->s, &cutoff), MB_OK);
+        cutoff.tv_sec -= 60;
+        gc_ctx c = {.f = f, .referenced = referenced, .recommit = e, .n = 70000};
+        mb_blob_gc_result r;
+        assert_int_equal(mb_blob_gc_remove(f->s, he, &cutoff, gc_check, &c, &r), MB_OK);
+        assert_int_equal(c.calls, 1);
+        assert_int_equal(r, referenced ? MB_BLOB_GC_REFERENCED : MB_BLOB_GC_REMOVED);
+        assert_int_equal(mb_blob_verify(f->s, he), MB_OK);
+        assert_int_equal(count_dir(f->root, "tmp"), 0);
+    }
+    assert_int_equal(mb_blob_sync(f->s), MB_OK);
+    free(e);
+}
+
+/* A cleanup killed with its blob out of sight: the next store open on the
+ * host puts the tombstone back (or drops it if a fresh copy is there); a
+ * live cleanup's tombstone is left alone. */
+static void test_gc_crash_tombstone(void **state)
+{
+    fixture *f = *state;
+    char host[65] = {0};
+    assert_int_equal(gethostname(host, sizeof host - 1), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0)
+        _exit(0);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    unsigned char *x = pattern(4000, 41), *y = pattern(4000, 42), *z = pattern(4000, 43);
+    char hx[65], hy[65], hz[65], px[512], py[512], pz[512], tx[600], ty[600], tz[600];
+    put_old(f, x, 4000, hx, px, sizeof px);
+    put_old(f, y, 4000, hy, py, sizeof py);
+    put_old(f, z, 4000, hz, pz, sizeof pz);
+    long now = (long)time(NULL);
+    snprintf(tx, sizeof tx, "%s/tmp/g.%ld.1.%ld.%s.%s", f->root, (long)child, now, hx, host);
+    snprintf(ty, sizeof ty, "%s/tmp/g.%ld.2.%ld.%s.%s", f->root, (long)child, now, hy, host);
+    snprintf(tz, sizeof tz, "%s/tmp/g.%ld.3.%ld.%s.%s", f->root, (long)getppid(), now, hz, host);
+    assert_int_equal(rename(px, tx), 0);
+    assert_int_equal(link(py, ty), 0); /* a fresh copy of y is already back */
+    assert_int_equal(rename(pz, tz), 0);
+    mb_blob_store_free(f->s);
+    assert_int_equal(mb_blob_store_open(f->root, &f->s), MB_OK);
+    assert_int_equal(mb_blob_verify(f->s, hx), MB_OK);
+    assert_int_equal(access(tx, F_OK), -1);
+    assert_int_equal(mb_blob_verify(f->s, hy), MB_OK);
+    assert_int_equal(access(ty, F_OK), -1);
+    assert_int_equal(access(tz, F_OK), 0); /* its cleanup may still decide */
+    assert_int_equal(access(pz, F_OK), -1);
+    /* Stale (an hour and more in its name): restored whoever made it. */
+    char tz2[600];
+    snprintf(tz2, sizeof tz2, "%s/tmp/g.%ld.3.%ld.%s.%s", f->root, (long)getppid(),
+             now - 2 * 3600, hz, host);
+    assert_int_equal(rename(tz, tz2), 0);
+    mb_blob_store_free(f->s);
+    assert_int_equal(mb_blob_store_open(f->root, &f->s), MB_OK);
+    assert_int_equal(mb_blob_verify(f->s, hz), MB_OK);
+    assert_int_equal(count_dir(f->root, "tmp"), 0);
+    free(x);
+    free(y);
+    free(z);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +614,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stale_tmp_cleanup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_writer_tmp, setup, teardown),
         cmocka_unit_test(test_bad_root),
+        cmocka_unit_test_setup_teardown(test_gc_remove, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_race_touch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_race_fresh_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_gc_crash_tombstone, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
