@@ -144,6 +144,10 @@ static const mb_db_stmt stmts[] = {
      "FROM m, a WHERE j.id = $1 RETURNING j.status, j.total_messages, j.total_bytes, j.scanned, "
      "j.fetched, j.parsed, j.stored, j.bytes_fetched, j.av_scanned, j.av_pending, "
      "j.av_infected, j.errors, j.error"},
+    {"job_read", 1,
+     "SELECT status, total_messages, total_bytes, scanned, fetched, parsed, stored, "
+     "bytes_fetched, av_scanned, av_pending, av_infected, errors, error "
+     "FROM sync_jobs WHERE id = $1"},
     {"job_try_complete", 1,
      "UPDATE sync_jobs SET status = 'completed', finished_at = now(), updated_at = now() "
      "WHERE id = $1 AND status = 'running' "
@@ -587,12 +591,9 @@ mb_status mb_job_marked(mb_db *db, uint64_t job, uint64_t folder_id, int bit,
     return MB_OK;
 }
 
-mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev)
+/* The event of a job_refresh / job_read row. */
+static mb_status event_of(PGresult *r, uint64_t job, mb_rec_event *ev)
 {
-    PGresult *r;
-    mb_status s = job_row(db, "job_refresh", job, &r);
-    if (s)
-        return s;
     memset(ev, 0, sizeof *ev);
     ev->job = job;
     ev->status = mb_strdup(PQgetvalue(r, 0, 0));
@@ -611,6 +612,20 @@ mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev)
         ev->error = mb_strdup(PQgetvalue(r, 0, 12));
     PQclear(r);
     return ev->status ? MB_OK : MB_ERR_NOMEM;
+}
+
+mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev)
+{
+    PGresult *r;
+    mb_status s = job_row(db, "job_refresh", job, &r);
+    return s ? s : event_of(r, job, ev);
+}
+
+mb_status mb_job_read(mb_db *db, uint64_t job, mb_rec_event *ev)
+{
+    PGresult *r;
+    mb_status s = job_row(db, "job_read", job, &r);
+    return s ? s : event_of(r, job, ev);
 }
 
 mb_status mb_job_try_complete(mb_db *db, uint64_t job, bool *done_out)

@@ -123,8 +123,13 @@ mb_status mb_job_mark(mb_db *db, uint64_t job, int bit, const uint64_t *folder_i
 mb_status mb_job_marked(mb_db *db, uint64_t job, uint64_t folder_id, int bit,
                         const uint64_t *uids, size_t n, bool *out);
 
-/* Recount the job's counters into sync_jobs and fill ev (kind "progress"). */
+/* Recount the job's counters into sync_jobs and fill ev (kind "progress").
+ * The recount reads every job_messages row of the job: the coordinator's,
+ * once a second per job. */
 mb_status mb_job_refresh(mb_db *db, uint64_t job, mb_rec_event *ev);
+/* ev from the counters as last recounted (at most about a second old), at
+ * the cost of one row: what commands answer with. */
+mb_status mb_job_read(mb_db *db, uint64_t job, mb_rec_event *ev);
 /* If every chunk is done (see mb_job_chunks_mark_done)
  * and no attachment scan is pending, move a running job to 'completed';
  * *done_out says whether it did. */

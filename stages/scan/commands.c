@@ -13,7 +13,8 @@
  *   import.pause   job    running -> paused (in-flight chunks finish)
  *   import.resume  job    paused -> running
  *   import.cancel  job    -> cancelled (queued work is skipped)
- *   import.status  job    -> the job's progress event as JSON
+ *   import.status  job    -> the job's progress event as JSON (an active job's
+ *                         counters as the coordinator recounts them every second)
  *   schedule.set   account, every ("10m", "2h", "1d", "off", "auto"), [folders]
  *                  -> {"ok":true,"account":A,"folders":N,"every":E}: the
  *                  interval of the folders named, else the account's
@@ -196,8 +197,15 @@ static mb_status cmd_status(mb_scan *sc, mb_rec_command *c, mb_buf *reply)
     if (s)
         return s;
     mb_rec_event ev;
-    if ((s = mb_job_refresh(sc->cmd_db, job, &ev)))
+    if ((s = mb_job_read(sc->cmd_db, job, &ev)))
         return s;
+    /* A job that failed or was cancelled got no last recount from the
+     * coordinator: once, here (it changes no more). */
+    if (!strcmp(ev.status, "failed") || !strcmp(ev.status, "cancelled")) {
+        mb_rec_free(&mb_type_event, &ev);
+        if ((s = mb_job_refresh(sc->cmd_db, job, &ev)))
+            return s;
+    }
     s = mb_buf_puts(reply, "{\"ok\":true,\"progress\":");
     if (!s) s = mb_rec_to_json(&mb_type_event, &ev, reply);
     if (!s) s = mb_buf_puts(reply, "}");
