@@ -4,7 +4,8 @@
  * fills in `ops`; callers only ever go through the mb_source_* wrappers below.
  *
  * Life cycle:  new (backend-specific) -> connect -> list_folders / open_folder
- *              or changes -> scan / fetch (on the open folder) -> free.
+ *              or changes -> scan / fetch (on the open folder) -> free;
+ *              or connect -> watch -> watch_read ... (push) -> free.
  * After MB_ERR_NET the connection is gone: call connect (and open_folder)
  * again to retry; every other error leaves the connection usable.
  *
@@ -118,6 +119,15 @@ typedef struct {
                              anything the caller holds there and was not listed is gone */
 } mb_changes_info;
 
+/* Push: watching one open folder for changes (watch, watch_read, unwatch
+ * below). */
+typedef struct {
+    int fd;             /* poll() it for POLLIN while watching; -1 when not */
+    bool changed;       /* the server announced a change of the folder since the
+                           last call: messages added or expunged, flags changed */
+    mb_folder_state st; /* watch only: the folder as opened */
+} mb_watch_info;
+
 struct mb_source_ops {
     const char *kind; /* "imap", "gmail" */
     /* Connect and log in (again, after MB_ERR_NET). */
@@ -142,6 +152,23 @@ struct mb_source_ops {
      * whatever the folder's size. */
     mb_status (*changes)(mb_source *s, const char *name, const mb_folder_state *known,
                          const mb_changes_cb *cb, mb_changes_info *out);
+    /* Push (all three NULL: this backend cannot watch; callers poll with
+     * changes). watch opens the folder read-only, as open_folder, and starts
+     * waiting for the server to announce changes to it (IMAP: IDLE, RFC
+     * 2177); out->st is the folder's state as opened, out->fd the descriptor
+     * to poll. While watching, the connection serves nothing else (other
+     * operations fail until unwatch). MB_ERR_CONFIG: this server cannot be
+     * watched (no IDLE).
+     * watch_read takes in what the server sent: call it when out->fd is
+     * readable (it reads only what has arrived, waiting at most for the rest
+     * of a line the server started) and sets out->changed. With renew it
+     * also ends and restarts the wait, which a server times out (IMAP: after
+     * 30 minutes or more): renew well within that.
+     * unwatch ends the wait (out->changed: what arrived meanwhile); the
+     * connection stays usable. Freeing a watching source just closes it. */
+    mb_status (*watch)(mb_source *s, const char *name, mb_watch_info *out);
+    mb_status (*watch_read)(mb_source *s, bool renew, mb_watch_info *out);
+    mb_status (*unwatch)(mb_source *s, mb_watch_info *out);
     void (*free)(mb_source *s);
 };
 
@@ -168,6 +195,22 @@ static inline mb_status mb_source_changes(mb_source *s, const char *name,
                                           const mb_folder_state *known, const mb_changes_cb *cb,
                                           mb_changes_info *out) {
     return s->ops->changes(s, name, known, cb, out);
+}
+static inline bool mb_source_can_watch(const mb_source *s) { return s->ops->watch != NULL; }
+static inline mb_status mb_source_watch(mb_source *s, const char *name, mb_watch_info *out) {
+    if (!s->ops->watch)
+        return mb_errf(MB_ERR_CONFIG, "%s source: cannot watch a folder", s->ops->kind);
+    return s->ops->watch(s, name, out);
+}
+static inline mb_status mb_source_watch_read(mb_source *s, bool renew, mb_watch_info *out) {
+    if (!s->ops->watch_read)
+        return mb_errf(MB_ERR_CONFIG, "%s source: cannot watch a folder", s->ops->kind);
+    return s->ops->watch_read(s, renew, out);
+}
+static inline mb_status mb_source_unwatch(mb_source *s, mb_watch_info *out) {
+    if (!s->ops->unwatch)
+        return mb_errf(MB_ERR_CONFIG, "%s source: cannot watch a folder", s->ops->kind);
+    return s->ops->unwatch(s, out);
 }
 /* NULL is fine. */
 static inline void mb_source_free(mb_source *s) {

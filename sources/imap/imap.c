@@ -46,6 +46,7 @@ typedef struct {
     char *folder;   /* open folder (raw name), NULL if none */
     bool has_condstore, has_special_use, has_xlist;
     bool has_qresync; /* QRESYNC advertised and ENABLEd on this connection */
+    bool idling;      /* IDLE accepted ("+"): the server expects DONE and nothing else */
 } mb_imap;
 
 /* ---- errors ------------------------------------------------------------ */
@@ -60,6 +61,7 @@ static void drop_session(mb_imap *m) {
         mailimap_free(m->imap); /* closes the socket */
         m->imap = NULL;
     }
+    m->idling = false;
     free(m->folder);
     m->folder = NULL;
 }
@@ -175,6 +177,9 @@ static mb_status imap_fail(mb_imap *m, int r, mb_status refused, const char *cmd
 static mb_status need_session(mb_imap *m, const char *cmd, bool need_folder) {
     if (!m->imap)
         return mb_errf(MB_ERR_NET, "imap %s:%d: %s: not connected", m->host, m->port, cmd);
+    if (m->idling)
+        return mb_errf(MB_ERR_INVALID, "imap %s:%d: %s: the connection is watching a folder "
+                       "(IDLE): unwatch first", m->host, m->port, cmd);
     if (need_folder && !m->folder)
         return mb_errf(MB_ERR_INVALID, "imap %s:%d: %s: no folder open", m->host, m->port, cmd);
     return MB_OK;
@@ -1727,6 +1732,225 @@ done:
     return c.status;
 }
 
+/* ---- watch: IDLE (RFC 2177) ------------------------------------------------
+ *
+ * IDLE and DONE are written and their responses read here, line by line,
+ * rather than with libetpan's mailimap_idle / mailimap_idle_done: its
+ * mailimap_idle parses and throws away untagged responses that arrive before
+ * the "+" continuation (an EXISTS sent just then would be lost), and its
+ * parser reads only whole tagged responses, never the untagged lines a
+ * server sends during IDLE. What a line announces is all a watcher needs:
+ * EXISTS, EXPUNGE, VANISHED and FETCH (flags) mean the folder changed; OK
+ * ("Still here" keepalives), FLAGS, RECENT and the like do not; BYE means the
+ * server is closing. The tag is libetpan's own counter (the next command it
+ * sends takes the next number), so the session stays in step.
+ * Data libetpan has already buffered would not wake poll(): watch_read reads
+ * until its buffer is empty. (A TLS record the TLS library has buffered but
+ * not handed over is not seen either; servers send each announcement as its
+ * own small record, and the next renewal reads everything anyway.) */
+
+#define LITERAL_CHUNK 4096
+
+enum { LINE_OTHER, LINE_CHANGE, LINE_BYE, LINE_CONTINUE, LINE_TAGGED_OK, LINE_TAGGED_FAIL };
+
+/* What a server line (NUL-terminated, CRLF included) is. */
+static int idle_line_kind(const mb_imap *m, const char *l) {
+    char tag[24];
+    snprintf(tag, sizeof tag, "%d ", m->imap->imap_tag);
+    if (l[0] == '+')
+        return LINE_CONTINUE;
+    if (!strncmp(l, tag, strlen(tag)))
+        return strncasecmp(l + strlen(tag), "OK", 2) == 0 ? LINE_TAGGED_OK : LINE_TAGGED_FAIL;
+    if (strncmp(l, "* ", 2))
+        return LINE_OTHER;
+    l += 2;
+    if (*l >= '0' && *l <= '9') { /* "* 12 EXISTS", "* 3 EXPUNGE", "* 4 FETCH (FLAGS ...)" */
+        while (*l >= '0' && *l <= '9')
+            l++;
+        if (*l++ != ' ')
+            return LINE_OTHER;
+        static const char *const verbs[] = {"EXISTS", "EXPUNGE", "FETCH"};
+        for (size_t i = 0; i < MB_ARRAY_LEN(verbs); i++) {
+            size_t n = strlen(verbs[i]);
+            if (!strncasecmp(l, verbs[i], n) && (l[n] == ' ' || l[n] == '\r' || l[n] == '\n'))
+                return LINE_CHANGE;
+        }
+        return LINE_OTHER;
+    }
+    if (!strncasecmp(l, "VANISHED ", 9))
+        return LINE_CHANGE;
+    if (!strncasecmp(l, "BYE", 3))
+        return LINE_BYE;
+    return LINE_OTHER;
+}
+
+/* The byte count of a literal that ends the line ("{123}\r\n", "{123+}\r\n"),
+ * or -1 if it ends in none. */
+static long long line_literal(const char *l, size_t len) {
+    while (len && (l[len - 1] == '\n' || l[len - 1] == '\r'))
+        len--;
+    if (len < 3 || l[len - 1] != '}')
+        return -1;
+    size_t end = len - 1, i = end;
+    if (i && l[i - 1] == '+')
+        end = --i;
+    while (i && l[i - 1] >= '0' && l[i - 1] <= '9')
+        i--;
+    if (i == end || i == 0 || l[i - 1] != '{' || end - i > 12)
+        return -1;
+    return strtoll(l + i, NULL, 10);
+}
+
+static mb_status idle_lost(mb_imap *m, const char *what) {
+    mb_status st = mb_errf(MB_ERR_NET, "imap %s:%d folder '%s': %s: connection lost or timed out",
+                           m->host, m->port, m->folder ? m->folder : "?", what);
+    drop_session(m);
+    return st;
+}
+
+/* A server line that ended a watch (BYE, a refusal), as MB_ERR_NET naming
+ * it, made safe to log; the session is dropped. */
+static mb_status idle_ended(mb_imap *m, const char *what, const char *l) {
+    char text[160];
+    size_t i = 0;
+    for (; l[i] && l[i] != '\r' && l[i] != '\n' && i + 1 < sizeof text; i++)
+        text[i] = (l[i] >= 0x20 && l[i] < 0x7f) ? l[i] : '?';
+    text[i] = 0;
+    mb_status st = mb_errf(MB_ERR_NET, "imap %s:%d folder '%s': %s: server said '%s'", m->host,
+                           m->port, m->folder ? m->folder : "?", what, text);
+    drop_session(m);
+    return st;
+}
+
+/* Read one server line (and any literal it carries, discarded) and say what it
+ * is. A BYE is MB_ERR_NET: the server is closing the connection. */
+static mb_status idle_read_line(mb_imap *m, const char *what, int *kind) {
+    const char *l = mailimap_read_line(m->imap);
+    if (!l || !*l)
+        return idle_lost(m, what);
+    *kind = idle_line_kind(m, l);
+    if (*kind == LINE_BYE)
+        return idle_ended(m, what, l);
+    /* A literal, then the rest of the line, which may end in another. */
+    for (long long n = line_literal(l, strlen(l)); n >= 0;
+         n = line_literal(l, strlen(l))) {
+        char sink[LITERAL_CHUNK];
+        while (n > 0) {
+            ssize_t r = mailstream_read(m->imap->imap_stream, sink,
+                                        n < LITERAL_CHUNK ? (size_t)n : LITERAL_CHUNK);
+            if (r <= 0)
+                return idle_lost(m, what);
+            n -= r;
+        }
+        if (!(l = mailimap_read_line(m->imap)))
+            return idle_lost(m, what);
+    }
+    return MB_OK;
+}
+
+/* Write a command line ("<tag> IDLE", "DONE") and flush it. */
+static mb_status idle_send(mb_imap *m, const char *line, const char *what) {
+    size_t n = strlen(line);
+    if (mailstream_write(m->imap->imap_stream, line, n) != (ssize_t)n ||
+        mailstream_flush(m->imap->imap_stream) == -1)
+        return idle_lost(m, what);
+    return MB_OK;
+}
+
+/* Read lines until one of kind `until` (the "+" after IDLE, the tagged OK
+ * after DONE), noting announced changes. Any other "+" or tagged answer (IDLE
+ * or DONE answered NO or BAD) ends the session: MB_ERR_NET, try again on a
+ * new connection. */
+static mb_status idle_read_until(mb_imap *m, int until, const char *what, bool *changed) {
+    for (;;) {
+        int kind;
+        mb_status st = idle_read_line(m, what, &kind);
+        if (st)
+            return st;
+        if (kind == until)
+            return MB_OK;
+        if (kind == LINE_CHANGE)
+            *changed = true;
+        else if (kind != LINE_OTHER)
+            return idle_ended(m, what, m->imap->imap_stream_buffer->str);
+    }
+}
+
+static mb_status idle_begin(mb_imap *m, bool *changed) {
+    char line[32];
+    m->imap->imap_tag++; /* as libetpan numbers its commands */
+    snprintf(line, sizeof line, "%d IDLE\r\n", m->imap->imap_tag);
+    mb_status st = idle_send(m, line, "IDLE");
+    if (!st) st = idle_read_until(m, LINE_CONTINUE, "IDLE", changed);
+    if (!st)
+        m->idling = true;
+    return st;
+}
+
+static mb_status idle_end(mb_imap *m, bool *changed) {
+    m->idling = false;
+    mb_status st = idle_send(m, "DONE\r\n", "DONE");
+    return st ? st : idle_read_until(m, LINE_TAGGED_OK, "DONE", changed);
+}
+
+static mb_status imap_watch(mb_source *s, const char *name, mb_watch_info *out) {
+    mb_imap *m = (mb_imap *)s;
+    memset(out, 0, sizeof *out);
+    out->fd = -1;
+    mb_status st = need_session(m, "IDLE", false);
+    if (st)
+        return st;
+    if (!mailimap_has_idle(m->imap))
+        return mb_errf(MB_ERR_CONFIG, "imap %s:%d: the server does not offer IDLE", m->host,
+                       m->port);
+    if ((st = imap_open_folder(s, name, &out->st)) != MB_OK)
+        return st;
+    if ((st = idle_begin(m, &out->changed)) != MB_OK)
+        return st;
+    out->fd = mailimap_idle_get_fd(m->imap);
+    MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': idling", m->host, m->port, name);
+    return MB_OK;
+}
+
+static mb_status imap_watch_read(mb_source *s, bool renew, mb_watch_info *out) {
+    mb_imap *m = (mb_imap *)s;
+    out->changed = false;
+    out->fd = -1;
+    if (!m->imap || !m->idling)
+        return mb_errf(MB_ERR_NET, "imap %s:%d: not watching", m->host, m->port);
+    mb_status st = MB_OK;
+    if (renew) {
+        st = idle_end(m, &out->changed);
+        if (!st) st = idle_begin(m, &out->changed);
+    } else {
+        /* What woke poll, then whatever else is already buffered. */
+        int fd = mailimap_idle_get_fd(m->imap);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        bool ready = m->imap->imap_stream->read_buffer_len > 0 || poll(&p, 1, 0) > 0;
+        while (!st && ready) {
+            int kind;
+            st = idle_read_line(m, "IDLE", &kind);
+            if (!st && kind == LINE_CHANGE)
+                out->changed = true;
+            else if (!st && kind != LINE_OTHER) /* "+", or a tagged answer: out of step */
+                st = idle_ended(m, "IDLE", m->imap->imap_stream_buffer->str);
+            ready = !st && m->imap->imap_stream->read_buffer_len > 0;
+        }
+    }
+    if (!st)
+        out->fd = mailimap_idle_get_fd(m->imap);
+    return st;
+}
+
+static mb_status imap_unwatch(mb_source *s, mb_watch_info *out) {
+    mb_imap *m = (mb_imap *)s;
+    out->changed = false;
+    out->fd = -1;
+    if (!m->imap || !m->idling)
+        return MB_OK;
+    return idle_end(m, &out->changed);
+}
+
 /* ---- seeding helpers ------------------------------------------------------ */
 
 mb_status mb_imap_append(mb_source *s, const char *folder, const char *data, size_t len,
@@ -1815,8 +2039,11 @@ mb_status mb_imap_create_folder(mb_source *s, const char *folder) {
 
 static void imap_free(mb_source *s) {
     mb_imap *m = (mb_imap *)s;
-    if (m->imap)
-        mailimap_logout(m->imap); /* polite; a dead server just times out */
+    /* Polite; a dead server just times out. Not during IDLE, where the server
+     * takes nothing but DONE: closing is enough (and a watcher holding many
+     * connections stops without a round trip each). */
+    if (m->imap && !m->idling)
+        mailimap_logout(m->imap);
     drop_session(m);
     free(m->host);
     free(m->user);
@@ -1842,6 +2069,9 @@ static const struct mb_source_ops imap_ops = {
     .scan = imap_scan,
     .fetch = imap_fetch,
     .changes = imap_changes,
+    .watch = imap_watch,
+    .watch_read = imap_watch_read,
+    .unwatch = imap_unwatch,
     .free = imap_free,
 };
 

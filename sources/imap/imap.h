@@ -5,6 +5,9 @@
  * changes (source.h) uses QRESYNC when the server offers it (ENABLE QRESYNC
  * right after login, then EXAMINE with the QRESYNC parameter, not SELECT),
  * else CONDSTORE (CHANGEDSINCE), else lists the folder's flags.
+ * watch (source.h) keeps the folder under IDLE (RFC 2177), writing IDLE and
+ * DONE and reading the server's lines itself (imap.c says why); the server
+ * must advertise IDLE (else MB_ERR_CONFIG).
  * mb_imap_append / mb_imap_create_folder exist for seeding tests and demos.
  *
  * TLS: Debian's libetpan is built with GnuTLS and verifies no certificate at

@@ -47,6 +47,14 @@ void mb_lease_job_name(char *out, const char *role, uint64_t job)
     snprintf(out, MB_LEASE_NAME_MAX, "%s:%" PRIu64, role, job);
 }
 
+/* Taking and renewing: the row is written only when it is absent, expired or
+ * already the holder's ($2; $3 is the TTL in ms). */
+#define LEASE_UPSERT_TAIL                                                               \
+    "ON CONFLICT (name) DO UPDATE SET expires_at = EXCLUDED.expires_at, "               \
+    "taken_at = CASE WHEN leases.holder = EXCLUDED.holder THEN leases.taken_at "       \
+    "ELSE clock_timestamp() END, holder = EXCLUDED.holder "                             \
+    "WHERE leases.holder = EXCLUDED.holder OR leases.expires_at < clock_timestamp() "
+
 mb_status mb_lease_take(mb_db *db, const char *name, bool *mine)
 {
     char ttl[24];
@@ -57,14 +65,49 @@ mb_status mb_lease_take(mb_db *db, const char *name, bool *mine)
     mb_status s = mb_db_query(db,
         "INSERT INTO leases (name, holder, expires_at) "
         "VALUES ($1, $2, clock_timestamp() + $3::bigint * interval '1 millisecond') "
-        "ON CONFLICT (name) DO UPDATE SET expires_at = EXCLUDED.expires_at, "
-        "taken_at = CASE WHEN leases.holder = EXCLUDED.holder THEN leases.taken_at "
-        "ELSE clock_timestamp() END, holder = EXCLUDED.holder "
-        "WHERE leases.holder = EXCLUDED.holder OR leases.expires_at < clock_timestamp() "
-        "RETURNING 1", 3, p, &r);
+        LEASE_UPSERT_TAIL "RETURNING 1", 3, p, &r);
     if (s)
         return mb_err_wrap(s, "lease %s", name);
     *mine = PQntuples(r) == 1;
+    PQclear(r);
+    return MB_OK;
+}
+
+mb_status mb_lease_take_upto(mb_db *db, const char *const *names, size_t n, size_t max,
+                             bool *mine)
+{
+    for (size_t i = 0; i < n; i++)
+        mine[i] = false;
+    if (!n || !max)
+        return MB_OK;
+    mb_pgarr arr = MB_PGARR_INIT;
+    mb_status s = MB_OK;
+    for (size_t i = 0; i < n && !s; i++)
+        s = mb_pgarr_add_str(&arr, names[i]);
+    char ttl[24], lim[24];
+    snprintf(ttl, sizeof ttl, "%" PRId64, mb_lease_ttl_ms());
+    snprintf(lim, sizeof lim, "%zu", max);
+    const char *p[] = {s ? NULL : mb_pgarr_cstr(&arr), mb_lease_holder(), ttl, lim};
+    PGresult *r = NULL;
+    /* Rows are written in name order, so that two processes upserting
+     * overlapping lists lock them in the same order. */
+    if (!s) s = mb_db_query(db,
+        "WITH want AS (SELECT x, o FROM unnest($1::text[]) WITH ORDINALITY AS u(x, o)), "
+        "pick AS (SELECT w.x FROM want w LEFT JOIN leases l ON l.name = w.x "
+        "  WHERE l.name IS NULL OR l.holder = $2 OR l.expires_at < clock_timestamp() "
+        "  ORDER BY (l.holder IS NOT DISTINCT FROM $2) DESC, w.o LIMIT $4::bigint), "
+        "got AS (INSERT INTO leases (name, holder, expires_at) "
+        "  SELECT x, $2, clock_timestamp() + $3::bigint * interval '1 millisecond' "
+        "  FROM pick ORDER BY x " LEASE_UPSERT_TAIL "RETURNING name) "
+        "SELECT w.o FROM got JOIN want w ON w.x = got.name", 4, p, &r);
+    mb_pgarr_free(&arr);
+    if (s)
+        return mb_err_wrap(s, "leases (%zu names)", n);
+    for (int row = 0; row < PQntuples(r); row++) {
+        uint64_t o = 0;
+        if (!mb_parse_u64(PQgetvalue(r, row, 0), n, &o) && o >= 1)
+            mine[o - 1] = true;
+    }
     PQclear(r);
     return MB_OK;
 }

@@ -31,6 +31,12 @@ const char *mb_lease_holder(void);
 /* Take or renew the lease `name` for mb_lease_ttl_ms(). *mine: whether this
  * process holds it now. */
 mb_status mb_lease_take(mb_db *db, const char *name, bool *mine);
+/* Take or renew, in one statement, up to max of the leases names[0..n)
+ * (distinct): those this process holds first, then free or expired ones in
+ * the order given, so that processes sharing a list each take a part.
+ * mine[i]: whether this process holds names[i] now. */
+mb_status mb_lease_take_upto(mb_db *db, const char *const *names, size_t n, size_t max,
+                             bool *mine);
 /* Give the lease up if this process holds it (else nothing happens). */
 mb_status mb_lease_release(mb_db *db, const char *name);
 /* Give up every lease this process holds (shutdown). */

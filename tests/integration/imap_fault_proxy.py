@@ -12,6 +12,8 @@ Prints the listening port on stdout. Control files in CONTROL_DIR:
   fetch-no    holds UIDs (space separated): a UID FETCH whose set contains one
               of them is answered "<tag> NO [UNAVAILABLE] ..." and not forwarded
   scan-no     exists: a (non-UID) FETCH is answered "<tag> NO [SERVERBUG] ..."
+  no-idle     exists: IDLE is taken out of the capabilities the server sends
+              (a server without IDLE, for test_idle.sh)
 Every injected NO appends one line ("fetch" or "scan") to CONTROL_DIR/injected.
 """
 import os
@@ -95,6 +97,8 @@ def pump_down(srv, cli):
             d = srv.recv(65536)
             if not d:
                 break
+            if os.path.exists(os.path.join(CTL, "no-idle")):
+                d = re.sub(rb"(CAPABILITY[^\r\n]*?) IDLE(?=[ \]\r])", rb"\1", d)
             cli.sendall(d)
     except OSError:
         pass

@@ -105,6 +105,7 @@ li_env() {
 li_cleanup() {
   local rc=$? i
   set +e
+  [[ -n ${LI_PROXY:-} ]] && kill "$LI_PROXY" 2>/dev/null
   for i in "${!LI_STAGE_DIRS[@]}"; do
     MAILBUS_STAGES_DIR=${LI_STAGE_DIRS[$i]} "$LI_SRC/scripts/stages" stop >/dev/null 2>&1
     MAILBUS_PREFIX=${LI_PREFIXES[$i]} "$MB_BIN/mb-test-bus_ctl" destroy >/dev/null 2>&1
@@ -120,7 +121,16 @@ li_cleanup() {
   exit $rc
 }
 
-li_stages() { "$LI_SRC/scripts/stages" "$@"; }
+# li_stages ARGS...: scripts/stages, except that `start` leaves the IDLE watcher out
+# (idle=0) unless the arguments name it (idle=1): the syncs it starts by itself would
+# race the syncs and the state a test checks.
+li_stages() {
+  if [[ ${1:-} == start && " $* " != *" idle="* ]]; then
+    "$LI_SRC/scripts/stages" "$@" idle=0
+  else
+    "$LI_SRC/scripts/stages" "$@"
+  fi
+}
 
 # li_mailbox USER PASSWORD GENMAIL-ARGS...: a fresh Maildir for USER written by
 # genmail, handed to Dovecot.
@@ -134,6 +144,18 @@ li_mailbox() {
     { cat "$LI_W/genmail-$user.out"; li_fail "genmail $*"; }
   "$LI_SRC/scripts/services" imap-user "$user" "$pw" >/dev/null || li_fail "imap-user $user"
   export MB_IMAP_USER=$user MB_IMAP_PASSWORD=$pw
+}
+
+# li_fault_proxy CTL_DIR: imap_fault_proxy.py in front of the local Dovecot, its control
+# files in CTL_DIR; sets LI_PPORT (its port) and LI_PROXY (its pid; li_cleanup kills it).
+li_fault_proxy() {
+  mkdir -p "$1"
+  python3 "$LI_SRC/tests/integration/imap_fault_proxy.py" 127.0.0.1 "$MAILBUS_IMAP_PORT" "$1" \
+    >"$1/proxy.port" 2>"$1/proxy.err" &
+  LI_PROXY=$!
+  for _ in $(seq 50); do [[ -s $1/proxy.port ]] && break; sleep 0.1; done
+  LI_PPORT=$(cat "$1/proxy.port")
+  [[ $LI_PPORT =~ ^[0-9]+$ ]] || li_fail "proxy did not start: $(cat "$1/proxy.err")"
 }
 
 # li_corpus DIR: the real-world fixture messages (those with an .expect) in DIR.

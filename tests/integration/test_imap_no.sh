@@ -27,13 +27,8 @@ mapfile -t inbox < <(awk -F'\t' '$1 == "INBOX" {print $2}' "$W/server" | sort -n
 X=${inbox[0]} Y=${inbox[1]}
 li_log "mailbox: $total messages; INBOX UIDs X=$X (NO, then served) Y=$Y (NO, then deleted)"
 
-mkdir -p "$W/ctl"
-python3 "$LI_SRC/tests/integration/imap_fault_proxy.py" 127.0.0.1 "$MAILBUS_IMAP_PORT" "$W/ctl" >"$W/proxy.port" 2>"$W/proxy.err" &
-PROXY=$!
-trap 'rc=$?; kill $PROXY 2>/dev/null; (exit $rc); li_cleanup' EXIT
-for _ in $(seq 50); do [[ -s $W/proxy.port ]] && break; sleep 0.1; done
-PPORT=$(cat "$W/proxy.port")
-[[ $PPORT =~ ^[0-9]+$ ]] || li_fail "proxy did not start: $(cat "$W/proxy.err")"
+li_fault_proxy "$W/ctl"
+PPORT=$LI_PPORT
 
 li_env no
 printf '%s\n' "$USER_NAME-pw" >"$W/pw"
