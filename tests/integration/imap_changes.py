@@ -74,6 +74,20 @@ Subcommands:
       folders or messages), mix stops with an error after printing the changes
       already made.
 
+  bench --eml-dir DIR [--seed N] [--new N] [--flag N] [--expunge N] [--move N]
+      The changes of `scripts/bench sync`: exactly these counts, spread over
+      the whole mailbox. The flagged, expunged and moved messages are disjoint,
+      drawn by the seed uniformly from every message of every selectable
+      folder (so across folders and UIDs; flagged ones among those without
+      \\Flagged); each moved one goes to another folder chosen by the seed;
+      the new ones are the first N files of DIR (name order), each appended
+      to a folder chosen by the seed, without flags, at the server's time.
+      Done in that order (append, flag, expunge, move), batched per folder: one
+      UID STORE +FLAGS.SILENT (\\Flagged), one \\Deleted + UID EXPUNGE, one UID
+      MOVE per destination. Prints the same lines as mix (append, flag,
+      expunge, move); the same seed on the same server state gives the same
+      changes.
+
   append FOLDER FILE [--flags '(\\Seen)'] [--date 'DD-Mon-YYYY HH:MM:SS +0000']
       One APPEND of FILE (without --date the server uses the current time).
       If the server answers NO [TRYCREATE] (no such folder), the folder is
@@ -401,6 +415,17 @@ class Imap:
         else:
             call("EXPUNGE in %s" % self.selected, self.c.expunge)
 
+    def move(self, uids, dest):
+        """UID MOVE from the selected folder; without the MOVE capability RFC
+        6851's fallback: UID COPY, then \\Deleted + expunge of just the
+        originals. Returns copy_or_move's mapping."""
+        if self.has("MOVE"):
+            return self.copy_or_move("MOVE", uids, dest)
+        mapping = self.copy_or_move("COPY", uids, dest)
+        self.store(uids, "+\\Deleted")
+        self.expunge(uids)
+        return mapping
+
     def copy_or_move(self, verb, uids, dest):
         """UID COPY / UID MOVE from the selected folder; returns {old uid: new uid
         as str} from COPYUID ("-" for each if the server sent none)."""
@@ -546,12 +571,8 @@ class Mix:
         self.imap.open(src, False)
         if action == "copy":
             mapping = self.imap.copy_or_move("COPY", uids, dst)
-        elif self.imap.has("MOVE"):
-            mapping = self.imap.copy_or_move("MOVE", uids, dst)
-        else:  # RFC 6851's fallback: copy, then expunge just the originals
-            mapping = self.imap.copy_or_move("COPY", uids, dst)
-            self.imap.store(uids, "+\\Deleted")
-            self.imap.expunge(uids)
+        else:
+            mapping = self.imap.move(uids, dst)
         for uid in uids:
             emit(action, src, uid, dst, mapping[uid])
 
@@ -619,6 +640,74 @@ class Mix:
 
 def cmd_mix(imap, args):
     Mix(imap, args).run()
+
+
+# --- bench ------------------------------------------------------------------------
+
+
+def by_folder(picks):
+    """[(folder, uid)] as {folder: sorted uids}, folders in name order."""
+    out = {}
+    for folder, uid in picks:
+        out.setdefault(folder, []).append(uid)
+    return {f: sorted(out[f]) for f in sorted(out)}
+
+
+def cmd_bench(imap, args):
+    rng = random.Random(args.seed)
+    counts = (args.new, args.flag, args.expunge, args.move)
+    if min(counts) < 0:
+        raise Fail("bench: counts must not be negative")
+    files = sorted(f for f in os.listdir(args.eml_dir)
+                   if os.path.isfile(os.path.join(args.eml_dir, f)))
+    if len(files) < args.new:
+        raise Fail("bench: --new %d needs as many files in %s, found %d"
+                   % (args.new, args.eml_dir, len(files)))
+    snap = imap.snapshot()
+    names = sorted(snap)
+    if not names or (args.move and len(names) < 2):
+        raise Fail("bench: needs %d selectable folders, found %d"
+                   % (2 if args.move else 1, len(names)))
+    # The draws are made on the state before any change, so they do not depend
+    # on the UIDs the server gives the appended messages.
+    pool = [(f, u) for f in names for u in sorted(snap[f].msgs)]
+    unflagged = [(f, u) for f, u in pool
+                 if "\\flagged" not in (x.lower() for x in snap[f].msgs[u])]
+    if len(unflagged) < args.flag:
+        raise Fail("bench: --flag %d, only %d messages without \\Flagged"
+                   % (args.flag, len(unflagged)))
+    flagged = set(rng.sample(unflagged, args.flag))
+    rest = [p for p in pool if p not in flagged]
+    if len(rest) < args.expunge + args.move:
+        raise Fail("bench: --expunge %d --move %d, only %d other messages"
+                   % (args.expunge, args.move, len(rest)))
+    picked = rng.sample(rest, args.expunge + args.move)
+    expunged, moved = picked[:args.expunge], picked[args.expunge:]
+    dests = {p: rng.choice([n for n in names if n != p[0]]) for p in moved}
+    targets = [rng.choice(names) for _ in range(args.new)]
+
+    for name, folder in zip(files, targets):
+        with open(os.path.join(args.eml_dir, name), "rb") as fh:
+            uid = imap.append(folder, fh.read(), None, None)
+        emit("append", folder, uid, "()", name)
+    for folder, uids in by_folder(flagged).items():
+        imap.open(folder, False)
+        imap.store(uids, "+\\Flagged")
+        for uid in uids:
+            emit("flag", folder, uid, "+\\Flagged")
+    for folder, uids in by_folder(expunged).items():
+        imap.open(folder, False)
+        imap.store(uids, "+\\Deleted")
+        imap.expunge(uids)
+        for uid in uids:
+            emit("expunge", folder, uid)
+    for src, uids in by_folder(moved).items():
+        imap.open(src, False)
+        for dst in sorted({dests[(src, u)] for u in uids}):
+            group = [u for u in uids if dests[(src, u)] == dst]
+            mapping = imap.move(group, dst)
+            for uid in group:
+                emit("move", src, uid, dst, mapping[uid])
 
 
 # --- append / flags ---------------------------------------------------------------
@@ -690,7 +779,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_connection_options(p, True)
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="state|mix|append|flags")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="state|mix|bench|append|flags")
 
     sub.add_parser("state", parents=[common], help="dump every message of every folder")
 
@@ -703,6 +792,13 @@ def parse_args(argv):
     m.add_argument("--rename-from", metavar="FOLDER")
     m.add_argument("--rename-to", metavar="FOLDER")
     m.add_argument("--delete", metavar="FOLDER")
+
+    b = sub.add_parser("bench", parents=[common],
+                       help="exactly N new, flagged, expunged, moved (scripts/bench sync)")
+    b.add_argument("--seed", type=int, default=1)
+    b.add_argument("--eml-dir", required=True, help="messages to append (the first --new files)")
+    for what in ("new", "flag", "expunge", "move"):
+        b.add_argument("--" + what, type=int, default=0, metavar="N")
 
     a = sub.add_parser("append", parents=[common], help="one APPEND")
     a.add_argument("folder")
@@ -731,7 +827,8 @@ def main(argv):
     # Folder names are printed as the server's raw bytes (see from_bytes).
     sys.stdout.reconfigure(errors="surrogateescape")
     args = parse_args(argv)
-    run = {"state": cmd_state, "mix": cmd_mix, "append": cmd_append, "flags": cmd_flags}
+    run = {"state": cmd_state, "mix": cmd_mix, "bench": cmd_bench, "append": cmd_append,
+           "flags": cmd_flags}
     imap = None
     try:
         imap = Imap(args)
