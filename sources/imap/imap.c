@@ -1564,6 +1564,50 @@ static int examine_qresync(mb_imap *m, const char *mb, uint32_t uidvalidity, uin
 
 static const char *const method_name[] = {"unchanged", "qresync", "condstore", "full", "reset"};
 
+/* STATUS raw (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ) into *now: a
+ * folder whose four values are those the caller knows has not changed
+ * (RFC 7162 3.1.2.3: any change raises HIGHESTMODSEQ), which STATUS tells
+ * without opening it — Dovecot opens a 60,000-message folder for EXAMINE
+ * in about 100 ms, answers STATUS from its index in under 1 ms. Returns a
+ * libetpan result; MAILIMAP_NO_ERROR with a zero field when the server left
+ * one out (then the caller just EXAMINEs). */
+static int status_state(mb_imap *m, const char *raw, mb_folder_state *now) {
+    memset(now, 0, sizeof *now);
+    struct mailimap_status_att_list *atts = mailimap_status_att_list_new_empty();
+    if (!atts)
+        return MAILIMAP_ERROR_MEMORY;
+    int r = MAILIMAP_NO_ERROR;
+    static const int want[] = {MAILIMAP_STATUS_ATT_UIDVALIDITY, MAILIMAP_STATUS_ATT_UIDNEXT,
+                               MAILIMAP_STATUS_ATT_MESSAGES, MAILIMAP_STATUS_ATT_HIGHESTMODSEQ};
+    for (size_t i = 0; i < MB_ARRAY_LEN(want) && r == MAILIMAP_NO_ERROR; i++)
+        r = mailimap_status_att_list_add(atts, want[i]);
+    struct mailimap_mailbox_data_status *res = NULL;
+    if (r == MAILIMAP_NO_ERROR)
+        r = mailimap_status(m->imap, raw, atts, &res);
+    mailimap_status_att_list_free(atts);
+    if (r != MAILIMAP_NO_ERROR)
+        return r;
+    for (clistiter *it = res->st_info_list ? clist_begin(res->st_info_list) : NULL; it;
+         it = clist_next(it)) {
+        const struct mailimap_status_info *i = clist_content(it);
+        if (i->st_att == MAILIMAP_STATUS_ATT_UIDVALIDITY)
+            now->uidvalidity = i->st_value;
+        else if (i->st_att == MAILIMAP_STATUS_ATT_UIDNEXT)
+            now->uidnext = i->st_value;
+        else if (i->st_att == MAILIMAP_STATUS_ATT_MESSAGES)
+            now->exists = i->st_value;
+        else if (i->st_ext_data && i->st_ext_data->ext_extension &&
+                 i->st_ext_data->ext_extension->ext_id == MAILIMAP_EXTENSION_CONDSTORE &&
+                 i->st_ext_data->ext_type == MAILIMAP_CONDSTORE_TYPE_STATUS_INFO &&
+                 i->st_ext_data->ext_data)
+            now->highest_modseq =
+                ((const struct mailimap_condstore_status_info *)i->st_ext_data->ext_data)
+                    ->cs_highestmodseq_value;
+    }
+    mailimap_mailbox_data_status_free(res);
+    return MAILIMAP_NO_ERROR;
+}
+
 static mb_status imap_changes(mb_source *s, const char *name, const mb_folder_state *known,
                               const mb_changes_cb *cb, mb_changes_info *out) {
     mb_imap *m = (mb_imap *)s;
@@ -1583,6 +1627,26 @@ static mb_status imap_changes(mb_source *s, const char *name, const mb_folder_st
     const uint64_t below_end = known->uidnext > (uint64_t)UINT32_MAX + 1 ? (uint64_t)UINT32_MAX + 1
                                                                         : known->uidnext;
     const bool below = below_end > 1;
+    /* Unchanged since the caller's state: one STATUS, nothing else. */
+    if (m->has_condstore && known->highest_modseq && known->uidvalidity && known->uidnext) {
+        mb_folder_state now;
+        int r = status_state(m, raw, &now);
+        if (r == MAILIMAP_NO_ERROR && now.uidvalidity == known->uidvalidity &&
+            now.uidnext == known->uidnext && now.exists == known->exists &&
+            now.highest_modseq == known->highest_modseq) {
+            free(raw);
+            out->now = now;
+            out->method = MB_CHANGES_UNCHANGED;
+            MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': unchanged (STATUS)", m->host, m->port,
+                     name);
+            return MB_OK;
+        }
+        /* A NO (or BAD) to STATUS: EXAMINE says more. A lost connection is lost. */
+        if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_STATUS && r != MAILIMAP_ERROR_PROTOCOL) {
+            free(raw);
+            return imap_fail(m, r, MB_ERR_NOTFOUND, "STATUS", name);
+        }
+    }
     bool qresync = m->has_qresync && below && known->highest_modseq != 0 &&
                    known->uidvalidity != 0 && known->uidvalidity <= UINT32_MAX &&
                    !strpbrk(raw, "\r\n");
