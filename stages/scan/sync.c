@@ -44,14 +44,14 @@
 #define LIST_BATCH 5000
 
 static const mb_db_stmt stmts[] = {
-    /* Every folder of the account with the state of the last completed job
-     * and how many locations it holds below its UIDNEXT there. */
+    /* Every folder of the account with the state of the last completed job,
+     * the server's message count then included (not the locations held:
+     * counting those took 40-70 ms at 100,000 messages, and "did messages go
+     * since" is a question about the server's count). */
     {"sync_folders", 1,
      "SELECT f.id, coalesce(f.remote_name, f.name), f.name, coalesce(f.uidvalidity, 0), "
      "coalesce(f.uidnext, 0), coalesce(f.highest_modseq, 0), f.deleted_at IS NOT NULL, "
-     "(SELECT count(*) FROM email_locations l WHERE l.folder_id = f.id "
-     " AND l.uidvalidity = f.uidvalidity AND l.uid < f.uidnext) "
-     "FROM folders f WHERE f.account_id = $1 ORDER BY f.id"},
+     "f.message_count FROM folders f WHERE f.account_id = $1 ORDER BY f.id"},
     {"sync_listing_clear", 2, "DELETE FROM job_listing WHERE job_id = $1 AND folder_id = $2"},
     {"sync_listing_add", 4,
      "INSERT INTO job_listing (job_id, folder_id, uid, flags) "
@@ -125,7 +125,6 @@ typedef struct {
     uint64_t id;
     char *remote, *name;     /* owned */
     mb_folder_state state;   /* of the last completed job; uidvalidity 0: none */
-    uint64_t held;           /* locations at that UIDVALIDITY below its UIDNEXT */
     bool retired;
     bool matched;            /* a server folder is this one (by name, or renamed) */
 } known_folder;
@@ -167,8 +166,8 @@ static mb_status known_load(mb_db *db, uint64_t account, known_list *k)
         f->state.uidnext = strtoull(PQgetvalue(r, i, 4), NULL, 10);
         f->state.highest_modseq = strtoull(PQgetvalue(r, i, 5), NULL, 10);
         f->retired = PQgetvalue(r, i, 6)[0] == 't';
-        f->held = strtoull(PQgetvalue(r, i, 7), NULL, 10);
-        f->state.exists = f->held > UINT32_MAX ? UINT32_MAX : (uint32_t)f->held;
+        uint64_t count = strtoull(PQgetvalue(r, i, 7), NULL, 10);
+        f->state.exists = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
         if (!f->remote || !f->name)
             s = MB_ERR_NOMEM;
     }
@@ -348,6 +347,10 @@ static mb_status sync_folder(mb_scan_rec *rec, uint64_t account, mb_source *src,
     uint64_t flags_changed = 0;
     if (!s) s = mb_scan_rec_flush(rec);
     if (!s && whole) s = mb_db_exec_prepared(db, "sync_listing_from_scan", 2, p, NULL);
+    /* The server's answers are in; what follows is a few short statements:
+     * one transaction, one commit (a WAL flush, 5-30 ms on a slow disk)
+     * instead of eight. Lost half-way, the job's scan is run again. */
+    bool tx = !s && !(s = mb_db_begin(db));
     /* Unchanged: nothing was listed, nothing vanished, nothing is new. */
     if (!s && ci.method != MB_CHANGES_UNCHANGED)
         s = reconcile(&fs, whole || ci.listed, whole ? UINT64_MAX >> 1 : known.uidnext,
@@ -373,6 +376,10 @@ static mb_status sync_folder(mb_scan_rec *rec, uint64_t account, mb_source *src,
                             .flags_changed = flags_changed, .duration_ms = mb_mono_ms() - t0};
         s = mb_job_folder_state(db, rec->job, folder_id, &jf);
     }
+    if (tx && s)
+        mb_db_rollback(db);
+    else if (tx)
+        s = mb_db_commit(db);
     folder_sync_free(&fs);
     if (s)
         return mb_err_wrap(s, "folder '%s'", shown);
