@@ -59,6 +59,8 @@ static void log_failure(failures *f)
     f->repeats = 0;
 }
 
+static void nap_on(mb_scan *sc, pthread_cond_t *cv, unsigned *seq, int64_t ms);
+
 /* One scanner thread and its Postgres connection. */
 typedef struct {
     mb_scan *sc;
@@ -111,21 +113,41 @@ static void *scan_loop(void *arg)
         }
         /* Until woken by a new job, or 500 ms (jobs created by another copy,
          * or waiting for a retry). */
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 500 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_mutex_lock(&sc->claim_mu);
-        unsigned seen = sc->wake_seq;
-        while (seen == sc->wake_seq && !mb_bus_stopping() &&
-               pthread_cond_timedwait(&sc->wake_cv, &sc->claim_mu, &until) == 0)
-            ;
-        pthread_mutex_unlock(&sc->claim_mu);
+        nap_on(sc, &sc->wake_cv, &sc->wake_seq, 500);
     }
     return NULL;
+}
+
+/* Until woken through cv (seq moved), the bus stops, or ms have passed. */
+static void nap_on(mb_scan *sc, pthread_cond_t *cv, unsigned *seq, int64_t ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&sc->claim_mu);
+    unsigned seen = *seq;
+    while (seen == *seq && !mb_bus_stopping() &&
+           pthread_cond_timedwait(cv, &sc->claim_mu, &until) == 0)
+        ;
+    pthread_mutex_unlock(&sc->claim_mu);
+}
+
+void mb_scan_coordinator_nap(mb_scan *sc, int64_t ms)
+{
+    nap_on(sc, &sc->coord_cv, &sc->coord_seq, ms);
+}
+
+void mb_scan_wake_coordinator(mb_scan *sc)
+{
+    pthread_mutex_lock(&sc->claim_mu);
+    sc->coord_seq++;
+    pthread_cond_broadcast(&sc->coord_cv);
+    pthread_mutex_unlock(&sc->claim_mu);
 }
 
 void mb_scan_wake(mb_scan *sc)
@@ -156,6 +178,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&sc.cmd_mu, NULL);
     pthread_mutex_init(&sc.claim_mu, NULL);
     pthread_cond_init(&sc.wake_cv, NULL);
+    pthread_cond_init(&sc.coord_cv, NULL);
     mb_bus_sub *sub = NULL;
     const char *dsn = mb_env("MAILBUS_PG_DSN", MB_DEFAULT_PG_DSN);
     if (!s) s = mb_db_connect(dsn, &sc.cmd_db);
@@ -187,12 +210,13 @@ int main(int argc, char **argv)
             f.last[0] = '\0';
         }
         /* Short passes: a finished chunk is replaced, and a finished job
-         * completed, within 100 ms. */
-        mb_nap_ms(100);
+         * completed, within 100 ms; a finished scan is published at once. */
+        mb_scan_coordinator_nap(&sc, 100);
     }
     if (s)
         mb_bus_stop(); /* scanner threads started before the failure end too */
     mb_scan_wake(&sc);
+    mb_scan_wake_coordinator(&sc);
     mb_scheduler_stop(sched);
     for (int i = 0; i < sc.scanners; i++) {
         if (scanners[i].running)
@@ -207,5 +231,6 @@ int main(int argc, char **argv)
     pthread_mutex_destroy(&sc.cmd_mu);
     pthread_mutex_destroy(&sc.claim_mu);
     pthread_cond_destroy(&sc.wake_cv);
+    pthread_cond_destroy(&sc.coord_cv);
     return mb_stage_finish(&st, s);
 }

@@ -344,6 +344,8 @@ mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
     if (!s) {
         failing_for(sc, job, true);
         s = mb_job_scan_done(db, job);
+        if (!s)
+            mb_scan_wake_coordinator(sc);
         mb_rec_event ev;
         if (!s && !mb_job_refresh(db, job, &ev)) {
             MB_INFO(jobs, a.name, "scan complete: %" PRIu64 " messages, %" PRIu64 " bytes",

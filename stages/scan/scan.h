@@ -36,6 +36,10 @@ typedef struct {
      * at once (others poll every 500 ms); guarded by claim_mu. */
     pthread_cond_t wake_cv;
     unsigned wake_seq;
+    /* A scan done wakes the coordinator (which else passes every 100 ms),
+     * so that its chunks are published at once; guarded by claim_mu. */
+    pthread_cond_t coord_cv;
+    unsigned coord_seq;
     /* Jobs whose scans keep failing for a transient reason (mail server or
      * Postgres unreachable) and since when (monotonic ms), guarded by
      * claim_mu: after MAILBUS_SCAN_GIVE_UP_MS the job fails. In memory: a
@@ -99,6 +103,11 @@ mb_status mb_sync_folders(mb_scan_rec *r, const mb_account *a, mb_source *src,
 
 /* Wake the scanner threads: a job is waiting to be scanned. */
 void mb_scan_wake(mb_scan *sc);
+
+/* Wake the coordinator (main thread) before its next 100 ms pass. */
+void mb_scan_wake_coordinator(mb_scan *sc);
+/* The coordinator's pause between passes: until woken, at most ms. */
+void mb_scan_coordinator_nap(mb_scan *sc, int64_t ms);
 
 /* The scheduler (scheduler.c): its own thread and connection to dsn,
  * started after the bus; stop joins it once mb_bus_stopping(). */
