@@ -222,7 +222,8 @@ static void test_empty_and_null_vs_empty(void **state)
     assert_string_equal(b.data, "{\"schema\":\"cmd/1\",\"op\":\"\",\"account\":null,\"job\":null,"
                                 "\"folders\":[],\"since\":null,\"until\":null,"
                                 "\"defer_attachments\":false,\"id\":0,\"all\":false,"
-                                "\"stage\":null,\"older_than\":null}");
+                                "\"stage\":null,\"older_than\":null,\"every\":null,"
+                                "\"discover\":false,\"origin\":null}");
     mb_buf_free(&b);
 }
 
