@@ -18,8 +18,10 @@
  *             folder's (and whose UIDNEXT did not go back) is that folder
  *             renamed: it keeps its row, so its history and schedule.
  *             A sync of some folders reads only those, unless it asks for
- *             discovery (the scheduler's syncs): then also folders new on
- *             the server, and it retires those gone.
+ *             discovery (the scheduler's syncs): then also folders renamed
+ *             and folders new on the server (unless the account's import
+ *             named its folders: an account imported with --folders keeps
+ *             to them), and it retires those gone.
  *
  * Comparisons happen in Postgres, against job_listing, written in batches as
  * the server's answers stream in: memory stays flat on a 1M-message folder.
@@ -52,6 +54,11 @@ static const mb_db_stmt stmts[] = {
      "SELECT f.id, coalesce(f.remote_name, f.name), f.name, coalesce(f.uidvalidity, 0), "
      "coalesce(f.uidnext, 0), coalesce(f.highest_modseq, 0), f.deleted_at IS NOT NULL, "
      "f.message_count FROM folders f WHERE f.account_id = $1 ORDER BY f.id"},
+    /* Did the account's last completed import name its folders? */
+    {"sync_import_chose", 1,
+     "SELECT coalesce(jsonb_array_length(options->'folders'), 0) > 0 FROM sync_jobs "
+     "WHERE account_id = $1 AND type = 'import' AND status = 'completed' "
+     "ORDER BY id DESC LIMIT 1"},
     {"sync_listing_clear", 2, "DELETE FROM job_listing WHERE job_id = $1 AND folder_id = $2"},
     {"sync_listing_add", 4,
      "INSERT INTO job_listing (job_id, folder_id, uid, flags) "
@@ -437,12 +444,29 @@ static known_folder *renamed_from(mb_source *src, known_list *k, const mb_folder
 }
 
 /* A server folder a sync of some folders with discovery (the scheduler's)
- * reads although it was not asked for: one that has no row yet (created on
- * the server, or renamed: known is its match, if any). */
-static bool discovered(const mb_rec_command *opt, const mb_folder_info *f,
-                       const known_folder *known)
+ * reads although it was not asked for: one renamed from a known folder, or
+ * one that has no row yet (created on the server) — unless the account's
+ * import chose its folders: then a folder never imported is not one. */
+static bool discovered(const mb_rec_command *opt, const mb_folder_info *f, bool renamed,
+                       bool known, bool new_ok)
 {
-    return opt->discover && opt->folders.n && !f->noselect && !known;
+    return opt->discover && opt->folders.n && !f->noselect &&
+           (renamed || (!known && new_ok));
+}
+
+/* Whether folders new on the server are imported by a sync with discovery:
+ * not when the account's last completed import named its folders. */
+static mb_status new_folders_wanted(mb_db *db, uint64_t account, bool *out)
+{
+    char a[24];
+    const char *p[] = {mb_u64s(a, account)};
+    PGresult *r;
+    mb_status s = mb_db_exec_prepared(db, "sync_import_chose", 1, p, &r);
+    if (s)
+        return s;
+    *out = PQntuples(r) == 0 || PQgetvalue(r, 0, 0)[0] != 't';
+    PQclear(r);
+    return MB_OK;
 }
 
 mb_status mb_sync_folders(mb_scan_rec *rec, const mb_account *a, mb_source *src,
@@ -464,9 +488,12 @@ mb_status mb_sync_folders(mb_scan_rec *rec, const mb_account *a, mb_source *src,
         if ((match[i] = known_by_remote(&k, fl[i].name)))
             match[i]->matched = true;
     }
+    bool new_ok = true;
+    if (!s && opt->discover)
+        s = new_folders_wanted(db, a->id, &new_ok);
     size_t chosen = 0;
     for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
-        if (match[i] || !(mb_scan_selected(opt, &fl[i]) || discovered(opt, &fl[i], NULL)))
+        if (match[i] || !(mb_scan_selected(opt, &fl[i]) || discovered(opt, &fl[i], true, false, true)))
             continue;
         known_folder *was = renamed_from(src, &k, &fl[i], &s);
         if (!was || s)
@@ -489,7 +516,7 @@ mb_status mb_sync_folders(mb_scan_rec *rec, const mb_account *a, mb_source *src,
     for (size_t i = 0; i < nf && !s && !mb_bus_stopping(); i++) {
         if (mb_scan_selected(opt, &fl[i]))
             chosen++;
-        else if (!discovered(opt, &fl[i], match[i]))
+        else if (!discovered(opt, &fl[i], old_names[i] != NULL, match[i] != NULL, new_ok))
             continue;
         s = sync_folder(rec, a->id, src, &fl[i], match[i], old_names[i] ? "renamed" : NULL,
                         old_names[i], jobs, a->name);

@@ -13,7 +13,9 @@
 #  4. `mailbus schedule set` takes effect (Sent every 1m = 0.6 s scaled; INBOX off;
 #     the whole account off) and `mailbus schedule --json` shows it; bad input is refused;
 #  5. two scan copies: kill -9 of the one holding the scheduler lease (worker and
-#     supervisor); the other takes the lease over and scheduled syncs go on.
+#     supervisor); the other takes the lease over and scheduled syncs go on;
+#  6. an account imported with --folders INBOX: its scheduled syncs (which LIST the
+#     server to find folders created, renamed or deleted) do not import the others.
 set -euo pipefail
 . "$(dirname "$0")/lib_import.sh"
 li_init test_schedule
@@ -178,4 +180,14 @@ li_wait_until 20 "another copy schedules" \
 job=$(li_sql "SELECT min(id) FROM sync_jobs WHERE id > $mark AND options->>'origin' = 'scheduler'")
 li_wait_job "$job" 60
 li_ok "scheduler taken over by $(li_sql "SELECT holder FROM leases WHERE name = 'scheduler'"): job $job completed"
+# --- 6. an account imported with --folders keeps to them -------------------------------------
+li_account acct2 mbsched mbsched-pw
+job=$("$MB" import start acct2 --folders INBOX) || li_fail "import acct2 --folders INBOX"
+li_wait_job "$job" 60
+a2=$(li_sql "SELECT id FROM accounts WHERE name = 'acct2'")
+li_wait_until 30 "a scheduled sync of acct2 completed" \
+  "EXISTS (SELECT 1 FROM sync_jobs WHERE account_id = $a2 AND options->>'origin' = 'scheduler' AND status = 'completed')"
+[[ $(li_sql "SELECT string_agg(name, ',') FROM folders WHERE account_id = $a2") == INBOX ]] ||
+  li_fail "the scheduler's discovery imported folders acct2's import did not choose: $(li_sql "SELECT string_agg(name, ',') FROM folders WHERE account_id = $a2")"
+li_ok "an account imported with --folders INBOX: scheduled syncs keep to INBOX"
 echo "PASS test_schedule.sh (total $((SECONDS - LI_T0)) s)"
