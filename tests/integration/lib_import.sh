@@ -168,7 +168,8 @@ li_corpus() {
 }
 
 # li_account NAME USER PASSWORD [HOST]: add the account to the current database
-# (HOST 127.0.0.1; 127.0.0.2 is the same Dovecot without CONDSTORE and QRESYNC).
+# (HOST 127.0.0.1; 127.0.0.2 is the same Dovecot without CONDSTORE and QRESYNC,
+# 127.0.0.3 with CONDSTORE but no QRESYNC).
 li_account() {
   printf '%s\n' "$3" >"$LI_W/pw-$2"
   "$MB" account add "$1" --imap "imap://$2@${4:-127.0.0.1}:$MAILBUS_IMAP_PORT" \

@@ -6,9 +6,10 @@
 # (doveadm). After `mailbus sync ACCOUNT --wait`, `mailbus messages --json` equals the
 # server exactly (every folder, UIDVALIDITY, UID, flag set, SHA-256 of the raw bytes),
 # the history names what happened, deleted emails are marked and moved ones are not,
-# and a second sync changes nothing and reports zero changes. Run twice: against
-# Dovecot with QRESYNC and CONDSTORE (127.0.0.1), and against the same Dovecot
-# advertising neither (127.0.0.2: UID-set comparison).
+# and a second sync changes nothing and reports zero changes. Run three times: against
+# Dovecot with QRESYNC and CONDSTORE (127.0.0.1), against the same Dovecot
+# advertising neither (127.0.0.2: UID-set comparison), and advertising CONDSTORE
+# without QRESYNC (127.0.0.3, as Gmail's IMAP: CHANGEDSINCE and message counts).
 set -euo pipefail
 . "$(dirname "$0")/lib_import.sh"
 li_init test_sync
@@ -125,4 +126,5 @@ run_case() {
 
 run_case q 127.0.0.1 mbsyncq
 run_case p 127.0.0.2 mbsyncp
+run_case c 127.0.0.3 mbsyncc
 echo "PASS test_sync.sh"
