@@ -1,17 +1,12 @@
 /* fetch.c — one fetch task: download the chunk's messages into the blob
- * store and publish a parse record for each.
- *
- * Order of effects, so a crash anywhere loses nothing: after each FETCH group
- * (at most 4 MB / 100 messages) its blobs are made durable with one batched
- * sync, their parse records are published and acknowledged by JetStream, and
- * the messages are marked fetched in Postgres; the task is acked when every
- * group is through. Handing each group on at once keeps parse and store busy
- * while the rest of the chunk downloads. A redelivered
- * task skips messages already marked fetched; a message fetched twice lands
- * on the same blob (content addressing) and the same Nats-Msg-Id. */
+ * store and publish a parse record for each, with stages/common/download.h
+ * (which has the order of effects that makes a crash lose nothing); the
+ * task is acked when every group is through. This file holds the
+ * connection (slot, reconnects, retries) and the task's verdict. */
 #include "stages/fetch/fetch.h"
 
 #include "schemas/schema.h"
+#include "stages/common/download.h"
 #include "stages/common/job.h"
 #include "util/env.h"
 #include "util/log.h"
@@ -22,28 +17,12 @@
 #include <string.h>
 #include <time.h>
 
-/* A FETCH command carries at most this many bytes or messages, so memory
- * stays bounded (libetpan holds a whole response) with large messages. */
-#define GROUP_MAX_BYTES (4u * 1024 * 1024)
-#define GROUP_MAX_MSGS 100
 #define NET_ATTEMPTS 3
 
 typedef struct {
-    uint64_t uid;
-    bool done;        /* fetched earlier or now */
-    bool got;         /* received in this run */
-    bool sent;        /* parse record published, marked fetched */
-    char sha[65];
-    uint64_t size;
-} msg_state;
-
-typedef struct {
     mb_fetcher *f;
-    mb_rec_fetch *t;
-    msg_state *ms;
-    size_t n;
+    mb_dl dl;
     mb_bus_delivery *d;
-    mb_status werr;   /* blob store failure inside the callback */
     bool busy;        /* no connection slot was free */
 } task_ctx;
 
@@ -132,84 +111,30 @@ static mb_status ensure_folder(mb_fetcher *f, const mb_rec_fetch *t)
     return f->folder ? MB_OK : MB_ERR_NOMEM;
 }
 
-static mb_status on_message(void *ctx, uint64_t uid, const char *data, size_t len)
-{
-    task_ctx *tc = ctx;
-    msg_state *m = NULL;
-    for (size_t i = 0; i < tc->n; i++)
-        if (tc->ms[i].uid == uid) {
-            m = &tc->ms[i];
-            break;
-        }
-    if (!m || m->done)
-        return MB_OK; /* not asked for (or already have it) */
-    mb_blob_writer *w;
-    mb_status s = mb_blob_writer_open(tc->f->st->blobs, &w);
-    if (!s) {
-        s = mb_blob_write(w, data, len);
-        if (!s)
-            s = mb_blob_writer_commit(w, m->sha, &m->size);
-        else
-            mb_blob_writer_abort(w);
-    }
-    if (s) {
-        tc->werr = s;
-        return s;
-    }
-    m->done = m->got = true;
-    return MB_OK;
-}
-
-static const mb_fetch_item *item_of(const mb_rec_fetch *t, uint64_t uid)
-{
-    for (size_t i = 0; i < t->items.n; i++)
-        if (t->items.v[i].uid == uid)
-            return &t->items.v[i];
-    return NULL;
-}
-
-static mb_status hand_on(task_ctx *tc);
-
 /* Download every message not done yet, in bounded groups, reconnecting on
  * network errors up to NET_ATTEMPTS times. */
 static mb_status download(task_ctx *tc, const char *jobs)
 {
     mb_fetcher *f = tc->f;
-    uint64_t *uids = malloc((tc->n ? tc->n : 1) * sizeof *uids);
-    if (!uids)
-        return mb_errf(MB_ERR_NOMEM, "fetch: %zu uids", tc->n);
+    const mb_rec_fetch *t = tc->dl.t;
+    uint64_t uids[MB_DL_GROUP_MAX_MSGS];
     mb_status s = MB_OK;
     int attempts = 0;
     size_t i = 0;
-    while (i < tc->n && !mb_bus_stopping()) {
-        size_t k = 0;
-        uint64_t bytes = 0;
+    while (i < tc->dl.n && !mb_bus_stopping()) {
         size_t j = i;
-        for (; j < tc->n && k < GROUP_MAX_MSGS; j++) {
-            if (tc->ms[j].done)
-                continue;
-            const mb_fetch_item *it = item_of(tc->t, tc->ms[j].uid);
-            uint64_t sz = it ? it->size : 0;
-            if (k > 0 && bytes + sz > GROUP_MAX_BYTES)
-                break;
-            uids[k++] = tc->ms[j].uid;
-            bytes += sz;
-        }
-        if (k == 0) {
-            i = j;
-            continue;
-        }
-        s = ensure_source(f, tc->t->account_id, tc->d, &tc->busy);
-        if (!s) s = ensure_folder(f, tc->t);
-        if (!s) s = mb_source_fetch(f->src, uids, k, on_message, tc);
-        if (!s && tc->werr)
-            s = tc->werr;
+        size_t k = mb_dl_group(&tc->dl, &j, uids);
+        if (k == 0)
+            break; /* every message done */
+        s = ensure_source(f, t->account_id, tc->d, &tc->busy);
+        if (!s) s = ensure_folder(f, t);
+        if (!s) s = mb_dl_fetch(&tc->dl, f->src, uids, k);
         if (s == MB_ERR_NET && ++attempts < NET_ATTEMPTS) {
             char why[600];
             snprintf(why, sizeof why, "folder '%s': FETCH failed for now (%s); "
-                     "reconnecting, attempt %d", tc->t->folder, mb_err_last(), attempts + 1);
+                     "reconnecting, attempt %d", t->folder, mb_err_last(), attempts + 1);
             MB_WARN(jobs, f->account.name, "%s", why);
-            mb_job_problem(f->st->db, tc->t->job, tc->t->account_id, "fetch", why);
+            mb_job_problem(f->st->db, t->job, t->account_id, "fetch", why);
             drop_source(f);
             struct timespec ts = {attempts, 0};
             nanosleep(&ts, NULL);
@@ -217,100 +142,15 @@ static mb_status download(task_ctx *tc, const char *jobs)
             s = MB_OK;
             continue; /* same group again; done messages are skipped */
         }
-        if (!s) s = hand_on(tc);
+        if (!s) s = mb_dl_hand_on(&tc->dl);
         if (s)
             break;
         mb_bus_in_progress(tc->d);
         i = j;
     }
-    free(uids);
     if (!s && mb_bus_stopping())
         s = mb_errf(MB_ERR_STOPPED, "stopping");
     return s;
-}
-
-static mb_status publish_parse(task_ctx *tc)
-{
-    mb_fetcher *f = tc->f;
-    const mb_rec_fetch *t = tc->t;
-    char subj[128], job[24], acct[24];
-    mb_status s = mb_bus_subjectf(f->st->bus, subj, sizeof subj, "parse.%" PRIu64, t->account_id);
-    mb_buf b = MB_BUF_INIT;
-    for (size_t i = 0; i < tc->n && !s; i++) {
-        msg_state *m = &tc->ms[i];
-        if (!m->got || m->sent)
-            continue;
-        const mb_fetch_item *it = item_of(t, m->uid);
-        mb_rec_rawmsg r = {.job = t->job, .account_id = t->account_id, .chunk_id = t->chunk_id,
-                           .folder_id = t->folder_id, .uidvalidity = t->uidvalidity,
-                           .uid = m->uid, .sha256 = m->sha, .size = m->size,
-                           .internal_date = it ? it->internal_date : 0,
-                           .defer_attachments = t->defer_attachments};
-        if (it)
-            r.flags = it->flags;
-        char id[128];
-        snprintf(id, sizeof id, "parse-%" PRIu64 "-%" PRIu64 "-%" PRIu64 "-%" PRIu64, t->job,
-                 t->folder_id, t->uidvalidity, m->uid);
-        mb_pub_headers h = {.msg_id = id, .schema = mb_type_rawmsg.schema,
-                            .job = mb_u64s(job, t->job), .account = mb_u64s(acct, t->account_id)};
-        mb_buf_reset(&b);
-        s = mb_rec_encode(&mb_type_rawmsg, &r, &b);
-        if (!s) s = mb_bus_publish_async(f->st->bus, subj, b.data, b.len, &h);
-    }
-    mb_buf_free(&b);
-    mb_status fs = mb_bus_publish_flush(f->st->bus, 60000);
-    return s ? s : fs;
-}
-
-/* Set bit on the messages received and not yet handed on (want_new), or on
- * those still missing (want_missing). */
-static mb_status mark(task_ctx *tc, int bit, bool want_new, bool want_missing)
-{
-    uint64_t *fo = malloc((tc->n ? tc->n : 1) * sizeof *fo);
-    uint64_t *uu = malloc((tc->n ? tc->n : 1) * sizeof *uu);
-    mb_status s = MB_OK;
-    if (!fo || !uu)
-        s = mb_errf(MB_ERR_NOMEM, "marking %zu messages", tc->n);
-    size_t k = 0;
-    for (size_t i = 0; i < tc->n && !s; i++) {
-        if ((want_new && tc->ms[i].got && !tc->ms[i].sent) || (want_missing && !tc->ms[i].done)) {
-            fo[k] = tc->t->folder_id;
-            uu[k++] = tc->ms[i].uid;
-        }
-    }
-    if (!s) s = mb_job_mark(tc->f->st->db, tc->t->job, bit, fo, uu, k);
-    free(fo);
-    free(uu);
-    return s;
-}
-
-/* Make what was received durable and hand it to the parse stage. */
-static mb_status hand_on(task_ctx *tc)
-{
-    bool any = false;
-    for (size_t i = 0; i < tc->n && !any; i++)
-        any = tc->ms[i].got && !tc->ms[i].sent;
-    if (!any)
-        return MB_OK;
-    mb_status s = mb_blob_sync(tc->f->st->blobs);
-    if (!s) s = publish_parse(tc);
-    if (!s) s = mark(tc, MB_JOB_FETCHED, true, false);
-    if (s)
-        return s;
-    for (size_t i = 0; i < tc->n; i++)
-        if (tc->ms[i].got)
-            tc->ms[i].sent = true;
-    return MB_OK;
-}
-
-/* Give up on the messages not fetched: failed, with the reason on the job. */
-static void give_up(task_ctx *tc, const char *why)
-{
-    char jobs[24];
-    MB_ERROR(mb_u64s(jobs, tc->t->job), tc->f->account.name, "giving up on chunk %" PRIu64 ": %s",
-             tc->t->chunk_id, why);
-    mb_job_problem(tc->f->st->db, tc->t->job, tc->t->account_id, "fetch", why);
-    mark(tc, MB_JOB_FAILED, false, true);
 }
 
 static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
@@ -322,12 +162,10 @@ static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
     }
     char jobs[24];
     mb_u64s(jobs, t.job);
-    task_ctx tc = {.f = f, .t = &t, .d = d, .n = t.items.n};
-    tc.ms = calloc(t.items.n ? t.items.n : 1, sizeof *tc.ms);
-    uint64_t *uids = malloc((t.items.n ? t.items.n : 1) * sizeof *uids);
-    bool *have = calloc(t.items.n ? t.items.n : 1, sizeof *have);
+    task_ctx tc = {.f = f, .d = d};
+    mb_dl *dl = &tc.dl;
     mb_job_info info;
-    mb_status s = tc.ms && uids && have ? MB_OK : mb_errf(MB_ERR_NOMEM, "task of %zu", t.items.n);
+    mb_status s = mb_dl_init(dl, f->st, f->st->db, &t, true);
     if (!s) s = mb_job_get(f->st->db, t.job, &info);
     if (s == MB_ERR_NOTFOUND) {
         mb_bus_fail(d, "%s", mb_err_last());
@@ -337,28 +175,23 @@ static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
         mb_bus_done(d); /* the job is over: drop its work */
         goto out;
     }
-    for (size_t i = 0; !s && i < t.items.n; i++)
-        tc.ms[i].uid = uids[i] = t.items.v[i].uid;
-    if (!s) s = mb_job_marked(f->st->db, t.job, t.folder_id, MB_JOB_FETCHED, uids, t.items.n, have);
-    for (size_t i = 0; !s && i < t.items.n; i++)
-        tc.ms[i].done = have[i];
     if (!s) s = download(&tc, jobs);
     if (s == MB_ERR_AUTH || s == MB_ERR_CONFIG) {
         char msg[600];
         snprintf(msg, sizeof msg, "account '%s': %s", f->account.name ? f->account.name : "?",
                  mb_err_last());
         mb_job_set_status(f->st->db, t.job, "failed", msg);
-        give_up(&tc, msg);
+        mb_dl_give_up(dl, f->account.name, msg);
         mb_bus_fail(d, "%s", msg);
         goto out;
     }
     if (s == MB_ERR_NOTFOUND) { /* folder or UIDVALIDITY gone */
-        give_up(&tc, mb_err_last());
+        mb_dl_give_up(dl, f->account.name, mb_err_last());
         mb_bus_done(d);
         goto out;
     }
     /* Whatever was downloaded is handed on even if the rest failed. */
-    mb_status s2 = hand_on(&tc);
+    mb_status s2 = mb_dl_hand_on(dl);
     if (s2) {
         mb_bus_retry(d, 5000, "publishing parse records: %s", mb_err_last());
         goto out;
@@ -377,7 +210,7 @@ static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
     }
     if (s) {
         if (d->deliveries >= (uint64_t)f->max_deliver) {
-            give_up(&tc, mb_err_last());
+            mb_dl_give_up(dl, f->account.name, mb_err_last());
             mb_bus_fail(d, "%s", mb_err_last());
         } else {
             MB_WARN(jobs, f->account.name, "chunk %" PRIu64 ": %s; retrying in 10 s", t.chunk_id,
@@ -389,25 +222,18 @@ static void handle_one(mb_fetcher *f, mb_bus_delivery *d)
         goto out;
     }
     /* UIDs the server no longer has (expunged since the scan). */
-    size_t gone = 0;
-    for (size_t i = 0; i < tc.n; i++)
-        gone += !tc.ms[i].done;
+    size_t gone = mb_dl_missing(dl);
     if (gone) {
         char why[128];
         snprintf(why, sizeof why, "%zu messages of folder '%s' vanished from the server", gone, t.folder);
-        give_up(&tc, why);
+        mb_dl_give_up(dl, f->account.name, why);
     }
-    size_t got = 0;
-    for (size_t i = 0; i < tc.n; i++)
-        got += tc.ms[i].got;
-    MB_INFO(jobs, f->account.name, "chunk %" PRIu64 ": fetched %zu of %zu messages", t.chunk_id, got,
-            t.items.n);
+    MB_INFO(jobs, f->account.name, "chunk %" PRIu64 ": fetched %zu of %zu messages", t.chunk_id,
+            mb_dl_got(dl), t.items.n);
     mb_bus_done(d);
 out:
     drop_source(f); /* an idle process holds no connection and no slot */
-    free(tc.ms);
-    free(uids);
-    free(have);
+    mb_dl_free(dl);
     mb_rec_free(&mb_type_fetch, &t);
 }
 
