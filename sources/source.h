@@ -152,6 +152,13 @@ struct mb_source_ops {
      * whatever the folder's size. */
     mb_status (*changes)(mb_source *s, const char *name, const mb_folder_state *known,
                          const mb_changes_cb *cb, mb_changes_info *out);
+    /* Whether the folder is unchanged since known, told without opening it
+     * (IMAP: one STATUS, meaningful with CONDSTORE: any change raises
+     * HIGHESTMODSEQ). *unchanged false: it changed, or the server cannot tell
+     * cheaply (then changes finds out); *now: the state when unchanged. May
+     * be NULL: a backend without a cheap check (callers use changes). */
+    mb_status (*unchanged)(mb_source *s, const char *name, const mb_folder_state *known,
+                           bool *unchanged, mb_folder_state *now);
     /* Push (all three NULL: this backend cannot watch; callers poll with
      * changes). watch opens the folder read-only, as open_folder, and starts
      * waiting for the server to announce changes to it (IMAP: IDLE, RFC
@@ -195,6 +202,12 @@ static inline mb_status mb_source_changes(mb_source *s, const char *name,
                                           const mb_folder_state *known, const mb_changes_cb *cb,
                                           mb_changes_info *out) {
     return s->ops->changes(s, name, known, cb, out);
+}
+static inline mb_status mb_source_unchanged(mb_source *s, const char *name,
+                                            const mb_folder_state *known, bool *unchanged,
+                                            mb_folder_state *now) {
+    *unchanged = false;
+    return s->ops->unchanged ? s->ops->unchanged(s, name, known, unchanged, now) : MB_OK;
 }
 static inline bool mb_source_can_watch(const mb_source *s) { return s->ops->watch != NULL; }
 static inline mb_status mb_source_watch(mb_source *s, const char *name, mb_watch_info *out) {

@@ -1608,6 +1608,45 @@ static int status_state(mb_imap *m, const char *raw, mb_folder_state *now) {
     return MAILIMAP_NO_ERROR;
 }
 
+/* *same: the folder (raw name) is unchanged since known, by one STATUS —
+ * only with CONDSTORE and a known state; *now then holds the state. A NO
+ * (or BAD) to STATUS is no answer (EXAMINE says more); a lost connection is
+ * an error. */
+static mb_status status_unchanged(mb_imap *m, const char *raw, const char *name,
+                                  const mb_folder_state *known, bool *same, mb_folder_state *now) {
+    *same = false;
+    if (!m->has_condstore || !known->highest_modseq || !known->uidvalidity || !known->uidnext)
+        return MB_OK;
+    mb_folder_state st;
+    int r = status_state(m, raw, &st);
+    if (r == MAILIMAP_NO_ERROR && st.uidvalidity == known->uidvalidity &&
+        st.uidnext == known->uidnext && st.exists == known->exists &&
+        st.highest_modseq == known->highest_modseq) {
+        *now = st;
+        *same = true;
+        MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': unchanged (STATUS)", m->host, m->port, name);
+        return MB_OK;
+    }
+    if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_STATUS && r != MAILIMAP_ERROR_PROTOCOL)
+        return imap_fail(m, r, MB_ERR_NOTFOUND, "STATUS", name);
+    return MB_OK;
+}
+
+static mb_status imap_unchanged(mb_source *s, const char *name, const mb_folder_state *known,
+                                bool *unchanged, mb_folder_state *now) {
+    mb_imap *m = (mb_imap *)s;
+    *unchanged = false;
+    mb_status st = need_session(m, "STATUS", false);
+    if (st != MB_OK)
+        return st;
+    char *raw = NULL;
+    if (mb_imap_unescape(name, &raw, NULL) != MB_OK)
+        return mb_errf(MB_ERR_NOTFOUND, "imap %s:%d: STATUS: %s", m->host, m->port, mb_err_last());
+    st = status_unchanged(m, raw, name, known, unchanged, now);
+    free(raw);
+    return st;
+}
+
 static mb_status imap_changes(mb_source *s, const char *name, const mb_folder_state *known,
                               const mb_changes_cb *cb, mb_changes_info *out) {
     mb_imap *m = (mb_imap *)s;
@@ -1628,24 +1667,12 @@ static mb_status imap_changes(mb_source *s, const char *name, const mb_folder_st
                                                                         : known->uidnext;
     const bool below = below_end > 1;
     /* Unchanged since the caller's state: one STATUS, nothing else. */
-    if (m->has_condstore && known->highest_modseq && known->uidvalidity && known->uidnext) {
-        mb_folder_state now;
-        int r = status_state(m, raw, &now);
-        if (r == MAILIMAP_NO_ERROR && now.uidvalidity == known->uidvalidity &&
-            now.uidnext == known->uidnext && now.exists == known->exists &&
-            now.highest_modseq == known->highest_modseq) {
-            free(raw);
-            out->now = now;
+    bool same = false;
+    if ((st = status_unchanged(m, raw, name, known, &same, &out->now)) != MB_OK || same) {
+        free(raw);
+        if (!st)
             out->method = MB_CHANGES_UNCHANGED;
-            MB_DEBUG(NULL, NULL, "imap %s:%d folder '%s': unchanged (STATUS)", m->host, m->port,
-                     name);
-            return MB_OK;
-        }
-        /* A NO (or BAD) to STATUS: EXAMINE says more. A lost connection is lost. */
-        if (r != MAILIMAP_NO_ERROR && r != MAILIMAP_ERROR_STATUS && r != MAILIMAP_ERROR_PROTOCOL) {
-            free(raw);
-            return imap_fail(m, r, MB_ERR_NOTFOUND, "STATUS", name);
-        }
+        return st;
     }
     bool qresync = m->has_qresync && below && known->highest_modseq != 0 &&
                    known->uidvalidity != 0 && known->uidvalidity <= UINT32_MAX &&
@@ -2133,6 +2160,7 @@ static const struct mb_source_ops imap_ops = {
     .scan = imap_scan,
     .fetch = imap_fetch,
     .changes = imap_changes,
+    .unchanged = imap_unchanged,
     .watch = imap_watch,
     .watch_read = imap_watch_read,
     .unwatch = imap_unwatch,
