@@ -75,6 +75,9 @@ static const mb_db_stmt stmts[] = {
      "UPDATE job_messages SET chunk_id = c.id FROM c WHERE job_id = $1 AND folder_id = $2 "
      "AND uid BETWEEN $4 AND $5"},
     /* min(messages of the job, 2000): how mb_job_scan_done tells a big job. */
+    /* Where a scan's chunk numbers start: after those an interrupted run
+     * of the job left (a sync run again keeps the folders it finished). */
+    {"job_next_seq", 1, "SELECT coalesce(max(seq) + 1, 0) FROM job_chunks WHERE job_id = $1"},
     {"job_size_at_least", 1,
      "SELECT count(*) FROM (SELECT 1 FROM job_messages WHERE job_id = $1 LIMIT 2000) t"},
     {"job_scan_done", 1,
@@ -268,6 +271,16 @@ mb_status mb_job_set_status(mb_db *db, uint64_t job, const char *status, const c
     return exec(db, "job_set_status", 3, p, NULL);
 }
 
+mb_status mb_job_account_lock(mb_db *db, uint64_t account_id)
+{
+    U64STR(a, account_id);
+    const char *p[] = {a};
+    /* Key: ('m'<<8|'b', the account id's low 31 bits): two accounts sharing a
+     * key only wait for each other now and then. */
+    return mb_db_query(db, "SELECT pg_advisory_xact_lock(28002, ($1::bigint & 2147483647)::int)",
+                       1, p, NULL);
+}
+
 mb_status mb_job_problem(mb_db *db, uint64_t job, uint64_t account_id, const char *what,
                          const char *detail)
 {
@@ -275,6 +288,18 @@ mb_status mb_job_problem(mb_db *db, uint64_t job, uint64_t account_id, const cha
     U64STR(a, account_id);
     const char *p[] = {j, a, what, detail ? detail : ""};
     return exec(db, "job_problem", 4, p, NULL);
+}
+
+mb_status mb_job_cut_init(mb_db *db, uint64_t job, mb_job_cut *c)
+{
+    memset(c, 0, sizeof *c);
+    PGresult *r;
+    mb_status s = exec_job(db, "job_next_seq", job, &r);
+    if (s)
+        return s;
+    c->seq = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return MB_OK;
 }
 
 mb_status mb_job_folder_begin(mb_db *db, uint64_t job, uint64_t folder_id)
@@ -335,6 +360,11 @@ static mb_status add_chunk(mb_db *db, const char *j, const char *f, int seq, uin
  * folder's size. */
 #define CUT_PAGE 10000
 
+static int next_seq(mb_job_cut *c)
+{
+    return c->shared_seq ? atomic_fetch_add(c->shared_seq, 1) : c->seq++;
+}
+
 mb_status mb_job_folder_cut(mb_db *db, uint64_t job, uint64_t folder_id, mb_job_cut *c,
                             bool *more)
 {
@@ -358,7 +388,7 @@ mb_status mb_job_folder_cut(mb_db *db, uint64_t job, uint64_t folder_id, mb_job_
     for (int i = 0; i < rows && !s; i++) {
         uint64_t uid = col_u64(r, i, 0), size = col_u64(r, i, 1);
         if (c->count && (c->count == MB_CHUNK_MAX_MSGS || c->bytes + size > MB_CHUNK_MAX_BYTES)) {
-            s = add_chunk(db, j, f, c->seq++, c->lo, c->hi, c->count, c->bytes);
+            s = add_chunk(db, j, f, next_seq(c), c->lo, c->hi, c->count, c->bytes);
             c->count = 0;
         }
         if (c->count == 0) {
@@ -372,7 +402,7 @@ mb_status mb_job_folder_cut(mb_db *db, uint64_t job, uint64_t folder_id, mb_job_
     }
     PQclear(r);
     if (!s && !*more && c->count) {
-        s = add_chunk(db, j, f, c->seq++, c->lo, c->hi, c->count, c->bytes);
+        s = add_chunk(db, j, f, next_seq(c), c->lo, c->hi, c->count, c->bytes);
         c->count = 0;
     }
     if (!*more)

@@ -13,6 +13,8 @@
 #include "db/db.h"
 #include "schemas/records.h"
 
+#include <stdatomic.h>
+
 enum {
     MB_JOB_FETCHED = 1,
     MB_JOB_PARSED = 2,
@@ -71,21 +73,35 @@ mb_status mb_job_set_status(mb_db *db, uint64_t job, const char *status, const c
 mb_status mb_job_problem(mb_db *db, uint64_t job, uint64_t account_id, const char *what,
                          const char *detail);
 
+/* Inside a transaction: wait for, and hold until it ends, the account's
+ * write lock. A sync's folder transactions and the store's batches take it
+ * before touching the account's emails rows: both update several rows of
+ * one account in their own orders (a moved message is deleted from one
+ * folder by the sync while the store adds it to another), and side by side
+ * they deadlocked, each held up to Postgres's deadlock timeout. Take the
+ * locks of several accounts in ascending order. */
+mb_status mb_job_account_lock(mb_db *db, uint64_t account_id);
+
 /* A folder's scan, streamed so memory stays bounded: begin drops whatever
  * an earlier, interrupted scan of this job recorded for the folder; add
  * records a batch of scanned messages (any order, any batch size); cut, once
  * the folder is scanned, cuts its messages into chunks of at most
  * MB_CHUNK_MAX_MSGS / MB_CHUNK_MAX_BYTES, newest first — one page of
- * messages per call, while *more. Nothing is published before the job's
- * scan is done, so an interrupted scan is simply run again: no transaction
- * needs to span a folder, and the caller renews its lease between calls. */
+ * messages per call, while *more. The coordinator publishes nothing before
+ * the job's scan is done, so an interrupted scan is simply run again (a
+ * sync's, which hands on a few messages itself, skips the folders it
+ * finished): no transaction needs to span a folder, and the caller renews
+ * its lease between calls. */
 typedef struct {
-    int seq;               /* next chunk number of the job: start at 0, goes on across folders */
+    int seq;               /* next chunk number of the job (mb_job_cut_init), on across folders */
+    atomic_int *shared_seq; /* instead of seq when set: one job's folders cut by several threads */
     /* private */
     bool started;
     uint64_t below, hi, lo, bytes;
     size_t count;
 } mb_job_cut;
+/* A cut whose chunk numbers follow those the job already has. */
+mb_status mb_job_cut_init(mb_db *db, uint64_t job, mb_job_cut *c);
 mb_status mb_job_folder_begin(mb_db *db, uint64_t job, uint64_t folder_id);
 mb_status mb_job_folder_add(mb_db *db, uint64_t job, uint64_t folder_id,
                             const mb_fetch_item *items, size_t n);

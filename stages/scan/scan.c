@@ -113,7 +113,7 @@ mb_status mb_scan_rec_init(mb_scan_rec *r, mb_db *db, uint64_t job, const char *
     r->renewed_ms = mb_mono_ms();
     if (!(r->v = calloc(SCAN_BATCH, sizeof *r->v)))
         return mb_errf(MB_ERR_NOMEM, "scan batch of %d", SCAN_BATCH);
-    return MB_OK;
+    return mb_job_cut_init(db, job, &r->cut);
 }
 
 mb_status mb_scan_rec_folder(mb_scan_rec *r, uint64_t folder_id)

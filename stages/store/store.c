@@ -344,6 +344,26 @@ static mb_status queue_scans(mb_stage *st, batch *b)
     return s ? s : fs;
 }
 
+/* The write locks of b's accounts, in ascending order (job.h). */
+static mb_status lock_accounts(mb_db *db, const batch *b)
+{
+    uint64_t last = 0;
+    for (;;) {
+        uint64_t next = 0; /* the smallest account above last */
+        for (size_t i = 0; i < b->n; i++) {
+            uint64_t a = b->ok[i] ? b->recs[i].raw.account_id : 0;
+            if (a > last && (!next || a < next))
+                next = a;
+        }
+        if (!next)
+            return MB_OK;
+        mb_status s = mb_job_account_lock(db, next);
+        if (s)
+            return s;
+        last = next;
+    }
+}
+
 /* One transaction for b, retried (up to 3 times) while the failure is
  * transient. On failure *retryable says whether it was (connection lost,
  * serialization failure: mb_db_retryable), read before the rollback. */
@@ -354,6 +374,7 @@ static mb_status write_batch(mb_db *db, batch *b, size_t good, bool *retryable)
     for (int attempt = 0; attempt < 3; attempt++) {
         memset(b->email_id, 0, b->n * sizeof *b->email_id);
         s = mb_db_begin(db);
+        if (!s) s = lock_accounts(db, b);
         if (!s) s = write_emails(db, b);
         if (!s) s = write_rest(db, b);
         if (!s) s = mb_db_commit(db);
