@@ -3,7 +3,9 @@
  * read every message's UID, size, internal date and flags in one pass,
  * written to Postgres in batches of SCAN_BATCH as they arrive (memory stays
  * bounded), then cut into chunks (job.c). A job interrupted by a crash is
- * simply scanned again: nothing is published before the scan completes.
+ * simply scanned again: nothing is published before the scan completes
+ * (except the few new messages of a sync's folder, which sync.c downloads
+ * and hands on itself; a sync run again skips the folders it finished).
  * The scan of a job is a lease (lease.h), renewed as the scan goes on: a
  * copy that died leaves it to another once the lease expires. Its IMAP
  * connection holds a connection slot (connlimit.h), as fetch's do. */
@@ -240,9 +242,11 @@ static mb_status import_folders(mb_scan_rec *rec, const mb_account *a, mb_source
 
 /* Connect (holding a connection slot), list the folders, and import or
  * sync them; returns MB_ERR_AUTH etc. for the job error. */
-static mb_status scan_account(mb_scan_rec *rec, const mb_account *a, mb_source *src,
-                              const mb_rec_command *opt, bool sync, const char *jobs)
+static mb_status scan_account(mb_scan_rec *rec, const mb_sync_ctx *cx, mb_source *src,
+                              const mb_rec_command *opt, bool sync)
 {
+    const mb_account *a = cx->a;
+    const char *jobs = cx->jobs;
     /* None free within MAILBUS_IMAP_SLOT_WAIT_MS is a transient failure: the
      * job stays scanning and is tried again. */
     long wait_ms = 0;
@@ -254,7 +258,7 @@ static mb_status scan_account(mb_scan_rec *rec, const mb_account *a, mb_source *
     size_t nf = 0;
     if (!s) s = mb_source_list_folders(src, &fl, &nf);
     if (!s && sync)
-        s = mb_sync_folders(rec, a, src, opt, fl, nf, jobs);
+        s = mb_sync_folders(rec, cx, src, opt, fl, nf);
     else if (!s)
         s = import_folders(rec, a, src, opt, fl, nf, jobs);
     mb_folder_info_free(fl, nf);
@@ -332,7 +336,8 @@ mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
     if (!s) s = mb_scan_rec_init(&rec, db, job, lease, &slot);
     if (!s) {
         MB_INFO(jobs, a.name, info.sync ? "syncing" : "scanning");
-        s = scan_account(&rec, &a, src, &opt, info.sync, jobs);
+        mb_sync_ctx cx = {.st = sc->st, .a = &a, .secret = secret, .jobs = jobs};
+        s = scan_account(&rec, &cx, src, &opt, info.sync);
     }
     mb_scan_rec_free(&rec);
     if (s == MB_ERR_STOPPED || (s == MB_OK && mb_bus_stopping())) {

@@ -95,11 +95,19 @@ mb_status mb_scan_save_folder(mb_db *db, uint64_t account, const mb_folder_info 
 
 /* Prepare sync.c's statements on db (idempotent). */
 mb_status mb_sync_prepare(mb_db *db);
+/* What a sync needs besides its scan: the stage (bus and blob store, for
+ * the new messages it downloads) and the account with its secret (for more
+ * connections); all borrowed. */
+typedef struct {
+    mb_stage *st;
+    const mb_account *a;
+    const char *secret;
+    const char *jobs;     /* the job id, for logs */
+} mb_sync_ctx;
 /* A sync job's folders (sync.c): what changed in each since the last
- * completed job, applied or queued as new messages. */
-mb_status mb_sync_folders(mb_scan_rec *r, const mb_account *a, mb_source *src,
-                          const mb_rec_command *opt, const mb_folder_info *fl, size_t nf,
-                          const char *jobs);
+ * completed job, applied, new messages downloaded (a few) or queued. */
+mb_status mb_sync_folders(mb_scan_rec *r, const mb_sync_ctx *cx, mb_source *src,
+                          const mb_rec_command *opt, const mb_folder_info *fl, size_t nf);
 
 /* Wake the scanner threads: a job is waiting to be scanned. */
 void mb_scan_wake(mb_scan *sc);

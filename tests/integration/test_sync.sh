@@ -36,10 +36,12 @@ sync_ok() {
 # latest_history JQ: evaluate JQ on the newest history entry.
 latest_history() { "$MB" history acct --json --limit 1 | jq -r "$1"; }
 
-# run_case TAG HOST USER
+# run_case TAG HOST USER [VAR=VALUE...]: the VARs in the stages' environment.
 run_case() {
   local tag=$1 user=$3 t0
   HOST=$2
+  shift 3
+  local -a stage_env=("$@")
   li_env "$tag"
   li_mailbox "$user" "$user-pw" --messages 300 --seed 21 --extra-dir "$W/corpus" --extra-folder Corpus
   # Two plain folders (no special use) to rename and to delete.
@@ -48,7 +50,7 @@ run_case() {
     "${CHANGES[@]}" --host "$HOST" append Old "${CORPUS[$((i + 4))]}" >/dev/null || li_fail "append Old"
   done
   li_account acct "$user" "$user-pw" "$HOST"
-  li_stages start >/dev/null || li_fail "stages start"
+  env "${stage_env[@]}" "$LI_SRC/scripts/stages" start idle=0 >/dev/null || li_fail "stages start"
   li_scan_ready
   local job
   job=$(li_import acct)
@@ -80,6 +82,17 @@ run_case() {
   db_state "$W/db-$tag"
   li_diff "$W/server-$tag" "$W/db-$tag" "[$tag] mailbus messages != the server after the sync"
   li_ok "[$tag] after the sync, messages --json == server: $(wc -l <"$W/server-$tag") locations (folder, uidvalidity, uid, flags, sha256)"
+  # Who downloaded the new messages: the sync's own connections (a few per folder,
+  # the default), or the fetch stage (MAILBUS_SYNC_INLINE_MAX=0).
+  local by_fetch
+  by_fetch=$(cat "$MAILBUS_STAGES_DIR"/fetch-*.log | grep -c " job=$job .*chunk .*: fetched" || true)
+  if [[ " ${stage_env[*]} " == *" MAILBUS_SYNC_INLINE_MAX=0 "* ]]; then
+    ((by_fetch > 0)) || li_fail "[$tag] the fetch stage fetched nothing of sync $job"
+    li_ok "[$tag] new messages fetched by the fetch stage ($by_fetch chunks)"
+  else
+    ((by_fetch == 0)) || li_fail "[$tag] the fetch stage fetched $by_fetch chunks of sync $job: expected the sync to download them"
+    li_ok "[$tag] new messages downloaded by the sync ($(grep -c " job=$job .*new (downloaded)" "$MAILBUS_STAGES_DIR"/scan-*.log) folders), none by the fetch stage"
+  fi
 
   # Blobs of every location are there, with the server's bytes.
   local bad=0 sha
@@ -125,6 +138,7 @@ run_case() {
 }
 
 run_case q 127.0.0.1 mbsyncq
-run_case p 127.0.0.2 mbsyncp
+# Here a sync's new messages go through the fetch stage, folders one at a time.
+run_case p 127.0.0.2 mbsyncp MAILBUS_SYNC_INLINE_MAX=0 MAILBUS_SYNC_CONNECTIONS=1
 run_case c 127.0.0.3 mbsyncc
 echo "PASS test_sync.sh"
