@@ -2,10 +2,14 @@
  *
  * A forgiving RFC 5322 reader: groups ("undisclosed-recipients:;" yields
  * nothing, members of named groups are kept), quoted names with escapes,
- * comments (used as the name of a bare "addr (Name)"), angle addresses with
- * obsolete routes ("<@relay:user@host>" keeps user@host), bare addresses,
- * and RFC 2047 words in names (even inside quotes, as many mailers write).
- * Addresses are kept as written, trimmed; names are decoded to UTF-8. */
+ * comments (used as the name of a bare "addr (Name)"; inside an address
+ * they are dropped: "<pete(his account)@silly.test>" is pete@silly.test),
+ * angle addresses with obsolete routes ("<@relay:user@host>" keeps
+ * user@host), bare addresses, quoted local parts (kept quoted:
+ * "Big Bug"@x is another mailbox than BigBug@x), and RFC 2047 words in
+ * names (even inside quotes, as many mailers write). Addresses are kept as
+ * written, without the whitespace between their parts; names are decoded to
+ * UTF-8. */
 #include "mime/mime_int.h"
 
 #include <stdlib.h>
@@ -45,6 +49,69 @@ static void collapse(mb_buf *b)
         b->data[o] = '\0';
 }
 
+/* p at '(': past the comment (nested, with escapes), or end. */
+static const char *skip_comment(const char *p, const char *end)
+{
+    int depth = 0;
+    while (p < end) {
+        if (*p == '\\' && p + 1 < end) { p += 2; continue; }
+        if (*p == '(') depth++;
+        else if (*p == ')' && --depth == 0) return p + 1;
+        p++;
+    }
+    return end;
+}
+
+/* p at '"': past the quoted string (with escapes), or end. */
+static const char *skip_quoted(const char *p, const char *end)
+{
+    for (p++; p < end && *p != '"'; p++)
+        if (*p == '\\' && p + 1 < end)
+            p++;
+    return p < end ? p + 1 : end;
+}
+
+/* The address between '<' and '>' (as .. ae), as written but without
+ * comments and the whitespace around its parts: a quoted local part keeps
+ * its quotes and what is inside them ("Big Bug"@x is not BigBug@x). An
+ * obsolete route ("@relay,@b:user@host") goes. */
+static mb_status angle_addr(const char *as, const char *ae, mb_buf *addr)
+{
+    const char *colon = NULL;
+    for (const char *q = as; q < ae;) {
+        if (*q == '"') q = skip_quoted(q, ae);
+        else if (*q == '(') q = skip_comment(q, ae);
+        else { if (*q == ':') colon = q; q++; }
+    }
+    while (as < ae && is_ws(*as))
+        as++;
+    if (colon && as < ae && *as == '@')
+        as = colon + 1;
+    mb_status s = MB_OK;
+    for (const char *q = as; q < ae && !s;) {
+        if (*q == '"') {
+            const char *qe = skip_quoted(q, ae);
+            s = mb_buf_append(addr, q, (size_t)(qe - q));
+            q = qe;
+        } else if (*q == '(') {
+            q = skip_comment(q, ae);
+        } else {
+            if (!is_ws(*q))
+                s = mb_buf_putc(addr, *q);
+            q++;
+        }
+    }
+    return s;
+}
+
+/* Whether a quoted string ending at p is a local part: '@' follows. */
+static bool local_part_follows(const char *p, const char *end)
+{
+    while (p < end && is_ws(*p))
+        p++;
+    return p < end && *p == '@';
+}
+
 /* One mailbox: the text between top-level separators. */
 static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
                              mb_mime_defects *d, const char *what)
@@ -56,7 +123,14 @@ static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
     /* Every branch below advances p by at least one byte. */
     while (p < end && !s && !(s = mime_budget_check())) {
         char c = *p;
-        if (c == '"') {
+        if (c == '"' && !angle && local_part_follows(skip_quoted(p, end), end)) {
+            /* A quoted local part of a bare address, kept as written. */
+            const char *qe = skip_quoted(p, end);
+            if (name.len)
+                s = mb_buf_putc(&name, ' ');
+            if (!s) s = mb_buf_append(&name, p, (size_t)(qe - p));
+            p = last_word_end = qe;
+        } else if (c == '"') {
             if (last_word_end && !angle)
                 s = mb_buf_putc(&name, ' ');
             p++;
@@ -70,14 +144,8 @@ static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
                 p++;
             last_word_end = p;
         } else if (c == '(') {
-            int depth = 0;
             const char *cs = p;
-            while (p < end) {
-                if (*p == '\\' && p + 1 < end) { p += 2; continue; }
-                if (*p == '(') depth++;
-                else if (*p == ')' && --depth == 0) { p++; break; }
-                p++;
-            }
+            p = skip_comment(p, end);
             const char *ce = p;
             if (ce > cs + 1 && ce[-1] == ')')
                 ce--;
@@ -88,19 +156,12 @@ static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
             mb_buf_reset(&addr); /* text before '<' was the name, not an address */
             p++;
             const char *as = p;
-            while (p < end && *p != '>')
-                p++;
-            const char *ae = p;
-            /* obsolete route: everything up to the last ':' goes */
-            const char *colon = NULL;
-            for (const char *q = as; q < ae; q++)
-                if (*q == ':')
-                    colon = q;
-            if (colon && as < ae && *as == '@')
-                as = colon + 1;
-            for (const char *q = as; q < ae && !s; q++)
-                if (!is_ws(*q) && *q != '"')
-                    s = mb_buf_putc(&addr, *q);
+            while (p < end && *p != '>') {
+                if (*p == '"') p = skip_quoted(p, end);
+                else if (*p == '(') p = skip_comment(p, end);
+                else p++;
+            }
+            s = angle_addr(as, p, &addr);
             if (p < end)
                 p++;
         } else if (c == '<') {
@@ -135,9 +196,19 @@ static mb_status one_mailbox(const char *p, const char *end, mb_addressv *out,
         mb_buf tmp = name;
         name = comment;
         comment = tmp;
-        for (size_t i = 0; i < comment.len && !s; i++)
-            if (!is_ws(comment.data[i]))
-                s = mb_buf_putc(&addr, comment.data[i]);
+        bool quoted = false; /* inside a quoted local part: kept as written */
+        for (size_t i = 0; i < comment.len && !s; i++) {
+            char ch = comment.data[i];
+            if (ch == '\\' && quoted && i + 1 < comment.len) {
+                s = mb_buf_putc(&addr, ch);
+                ch = comment.data[++i];
+            } else if (ch == '"') {
+                quoted = !quoted;
+            } else if (is_ws(ch) && !quoted) {
+                continue;
+            }
+            if (!s) s = mb_buf_putc(&addr, ch);
+        }
     }
     collapse(&name);
     if (!addr.len && !name.len)
@@ -194,25 +265,17 @@ mb_status mb_mime_addresses_parse(const char *in, size_t n, mb_addressv *out,
         }
         switch (*p) {
         case '"':
-            for (p++; p < end && *p != '"'; p++)
-                if (*p == '\\' && p + 1 < end)
-                    p++;
-            if (p < end)
-                p++;
+            p = skip_quoted(p, end);
             break;
-        case '(': {
-            int depth = 0;
-            while (p < end) {
-                if (*p == '\\' && p + 1 < end) { p += 2; continue; }
-                if (*p == '(') depth++;
-                else if (*p == ')' && --depth == 0) { p++; break; }
-                p++;
-            }
+        case '(':
+            p = skip_comment(p, end);
             break;
-        }
         case '<':
-            while (p < end && *p != '>')
-                p++;
+            while (p < end && *p != '>') {
+                if (*p == '"') p = skip_quoted(p, end);
+                else if (*p == '(') p = skip_comment(p, end);
+                else p++;
+            }
             if (p < end)
                 p++;
             break;

@@ -208,6 +208,24 @@ static void test_addresses(void **state)
     check_addrs("Ren\xe9 <r@x>", "[René|r@x]");
     check_addrs("", "");
     check_addrs("\"unterminated <a@b>", "[-|unterminated<a@b>]"); /* no crash, one entry */
+    /* RFC 5322 3.4.1 and A.5: comments inside an address are not part of it */
+    check_addrs("Pete(A nice \\) chap) <pete(his account)@silly.test(his host)>",
+                "[Pete|pete@silly.test]");
+    check_addrs("pete(his account)@silly.test(his host)", "[his account|pete@silly.test]");
+    check_addrs("< a @ x . org >", "[-|a@x.org]");
+    /* a quoted local part is kept as written: another mailbox than BigBugbb@bug.com */
+    check_addrs("\"Big Bug bb\"@bug.com", "[-|\"Big Bug bb\"@bug.com]");
+    check_addrs("Bug <\"Big Bug bb\"@bug.com>", "[Bug|\"Big Bug bb\"@bug.com]");
+    check_addrs("\"a\\\"b, c\"@x.org, d@y", "[-|\"a\\\"b, c\"@x.org],[-|d@y]");
+    check_addrs("<\"x>y\"@z>", "[-|\"x>y\"@z]"); /* '>' inside quotes */
+    /* obsolete syntax: spaces around the dots and the '@', routes, a group with CFWS */
+    check_addrs("John . Q . Public @ example . com", "[-|John.Q.Public@example.com]");
+    check_addrs("Mary Smith <@node.test:mary@example.net>", "[Mary Smith|mary@example.net]");
+    check_addrs("A Group(Some people):Chris Jones <c@(Chris's host.)public.example>, "
+                "joe@example.org;", "[Chris Jones|c@public.example],[-|joe@example.org]");
+    /* RFC 6532: UTF-8 in local parts and domains */
+    check_addrs("J\xc3\xb6rg <j\xc3\xb6rg@b\xc3\xbc" "cher.de>",
+                "[J\xc3\xb6rg|j\xc3\xb6rg@b\xc3\xbc" "cher.de]");
 }
 
 /* ---- dates ---- */
