@@ -7,20 +7,22 @@
 # These tests stop and kill servers, so they run on a PRIVATE set of services
 # (own run directory and ports, never the shared ones), started here if it is not
 # up and stopped again when the test ends:
-#   MB_OUTAGE_RUN_DIR [/tmp/mailbus-outage-run]  MB_OUTAGE_NATS_PORT [54222]
-#   MB_OUTAGE_NATS_MONITOR_PORT [58222]  MB_OUTAGE_PG_PORT [55432]
-#   MB_OUTAGE_IMAP_PORT [50143]  MB_OUTAGE_IMAPS_PORT [50993]
+#   MB_OUTAGE_RUN_DIR [/tmp/mailbus-outage-run]  MB_OUTAGE_NATS_PORT [24222]
+#   MB_OUTAGE_NATS_MONITOR_PORT [28222]  MB_OUTAGE_PG_PORT [25432]
+#   MB_OUTAGE_IMAP_PORT [20143]  MB_OUTAGE_IMAPS_PORT [20993]
+# The ports lie below the kernel's ephemeral range (32768-60999 here): a port in
+# it was once taken by an outgoing connection when the private NATS started.
 # Short AckWait and MaxDeliver make "an outage longer than the deliveries allow"
 # take seconds: MAILBUS_ACK_WAIT_MS=2000, MAILBUS_MAX_DELIVER=3.
 LO_SRC=${MB_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 LO_SERVICES=$LO_SRC/scripts/services
 
 export MAILBUS_RUN_DIR=${MB_OUTAGE_RUN_DIR:-/tmp/mailbus-outage-run}
-export MAILBUS_NATS_PORT=${MB_OUTAGE_NATS_PORT:-54222}
-export MAILBUS_NATS_MONITOR_PORT=${MB_OUTAGE_NATS_MONITOR_PORT:-58222}
-export MAILBUS_PG_PORT=${MB_OUTAGE_PG_PORT:-55432}
-export MAILBUS_IMAP_PORT=${MB_OUTAGE_IMAP_PORT:-50143}
-export MAILBUS_IMAPS_PORT=${MB_OUTAGE_IMAPS_PORT:-50993}
+export MAILBUS_NATS_PORT=${MB_OUTAGE_NATS_PORT:-24222}
+export MAILBUS_NATS_MONITOR_PORT=${MB_OUTAGE_NATS_MONITOR_PORT:-28222}
+export MAILBUS_PG_PORT=${MB_OUTAGE_PG_PORT:-25432}
+export MAILBUS_IMAP_PORT=${MB_OUTAGE_IMAP_PORT:-20143}
+export MAILBUS_IMAPS_PORT=${MB_OUTAGE_IMAPS_PORT:-20993}
 # Nothing of the shared set may leak into this one.
 unset LI_ADMIN_DSN MAILBUS_PG_DSN MAILBUS_NATS_URL MAILBUS_BLOB_DIR MAILBUS_MAIL_ROOT \
   MAILBUS_CLAMD_SOCKET MAILBUS_SECRET_KEY_FILE MAILBUS_PG_SOCKET_DIR
