@@ -8,7 +8,8 @@ int mb_cli_decode(int argc, char **argv);  /* msgpack record on stdin -> JSON */
 int mb_cli_encode(int argc, char **argv);  /* JSON on stdin -> msgpack */
 int mb_cli_migrate(int argc, char **argv); /* apply db/migrations */
 int mb_cli_dlq(int argc, char **argv);     /* dlq list */
-int mb_cli_account(int argc, char **argv); /* account add|list|remove */
+int mb_cli_account(int argc, char **argv); /* account add|list|remove|test */
+int mb_cli_keys(int argc, char **argv);    /* keys rotate */
 int mb_cli_import(int argc, char **argv);  /* import start|pause|resume|cancel|status */
 int mb_cli_sync(int argc, char **argv);    /* sync ACCOUNT [--wait] */
 int mb_cli_history(int argc, char **argv); /* sync_history of an account */

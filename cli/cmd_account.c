@@ -16,17 +16,27 @@ static const char usage[] =
     "usage: mailbus account add NAME --imap URL (--password-file F | --xoauth2-token-file F)\n"
     "                           [--starttls]\n"
     "       mailbus account list [--json]\n"
-    "       mailbus account remove NAME\n\n"
+    "       mailbus account remove NAME\n"
+    "       mailbus account test NAME\n\n"
     "URL is imaps://USER@HOST[:PORT], or imap://USER@HOST[:PORT] with --starttls (or\n"
     "plain text, only to a loopback host). `add` logs in once to check the credentials,\n"
-    "then stores them encrypted (AES-256-GCM, key from MAILBUS_SECRET_KEY_FILE).\n";
+    "then stores them encrypted (AES-256-GCM, key from MAILBUS_SECRET_KEY_FILE). The\n"
+    "password or token file must be readable by its owner only (chmod 600). `test` opens\n"
+    "the stored credential (with MAILBUS_SECRET_KEY_FILE or MAILBUS_SECRET_OLD_KEY_FILE)\n"
+    "and logs in with it.\n";
 
 /* The first line of file path, without its newline (max 64 KB). */
-static mb_status read_secret(const char *path, char **out)
+static mb_status read_secret(const char *what, const char *path, char **out)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return mb_errf(MB_ERR_IO, "%s: %s", path, strerror(errno));
+    /* A secret others can read is a leak already: refuse it, as the key. */
+    mb_status ps = mb_secret_file_private(fileno(f), what, path);
+    if (ps) {
+        fclose(f);
+        return ps;
+    }
     mb_buf b = MB_BUF_INIT;
     char chunk[4096];
     size_t n;
@@ -53,6 +63,35 @@ static mb_status read_secret(const char *path, char **out)
     return MB_OK;
 }
 
+/* What add and test hold; released by session_end, which returns rc. */
+typedef struct {
+    mb_account a;
+    mb_account_keys keys;
+    char *secret;
+    mb_db *db;
+    mb_source *src;
+} session;
+
+/* Log in to the account's server with its credential, as a check. */
+static mb_status session_log_in(session *x)
+{
+    mb_status s = mb_account_source(&x->a, x->secret, &x->src);
+    if (!s && (s = mb_source_connect(x->src)))
+        mb_err_wrap(s, "cannot log in to %s:%d as %s", x->a.host, x->a.port, x->a.username);
+    return s;
+}
+
+static int session_end(session *x, const char *what, mb_status s)
+{
+    int rc = s ? mb_cli_fail(what, s) : 0;
+    mb_source_free(x->src);
+    mb_account_secret_free(x->secret);
+    mb_account_keys_wipe(&x->keys);
+    mb_account_free(&x->a);
+    mb_db_free(x->db);
+    return rc;
+}
+
 static int cmd_add(int argc, char **argv)
 {
     const char *name = NULL, *url = NULL, *pwfile = NULL, *tokfile = NULL;
@@ -73,38 +112,25 @@ static int cmd_add(int argc, char **argv)
                         "or --xoauth2-token-file are required\n%s", usage);
         return 2;
     }
-    mb_account a;
-    unsigned char key[32];
-    char *secret = NULL;
-    mb_db *db = NULL;
-    mb_source *src = NULL;
-    mb_status s = mb_account_parse_url(url, starttls, &a);
+    session x = {0};
+    mb_account *a = &x.a;
+    mb_status s = mb_account_parse_url(url, starttls, a);
     if (s)
         return mb_cli_fail("account add", s);
-    a.name = strdup(name);
-    a.auth = strdup(tokfile ? "xoauth2" : "password");
-    if (!a.name || !a.auth) s = mb_errf(MB_ERR_NOMEM, "account");
-    if (!s) s = mb_account_key(key);
-    if (!s) s = read_secret(tokfile ? tokfile : pwfile, &secret);
+    a->name = strdup(name);
+    a->auth = strdup(tokfile ? "xoauth2" : "password");
+    if (!a->name || !a->auth) s = mb_errf(MB_ERR_NOMEM, "account");
+    if (!s) s = mb_account_keys_load(&x.keys);
+    if (!s) s = read_secret(tokfile ? "--xoauth2-token-file" : "--password-file",
+                            tokfile ? tokfile : pwfile, &x.secret);
     /* Log in once: a wrong password is an error now, not a failed job later. */
-    if (!s) s = mb_account_source(&a, secret, &src);
-    if (!s) {
-        s = mb_source_connect(src);
-        if (s)
-            mb_err_wrap(s, "cannot log in to %s:%d as %s", a.host, a.port, a.username);
-    }
-    if (!s) s = mb_cli_db(&db);
-    if (!s) s = mb_account_insert(db, key, &a, secret);
+    if (!s) s = session_log_in(&x);
+    if (!s) s = mb_cli_db(&x.db);
+    if (!s) s = mb_account_insert(x.db, &x.keys, a, x.secret);
     if (!s)
-        printf("account %s added (id %" PRIu64 ", %s://%s@%s:%d, %s)\n", a.name, a.id,
-               strcmp(a.tls, "imaps") ? "imap" : "imaps", a.username, a.host, a.port, a.tls);
-    int rc = s ? mb_cli_fail("account add", s) : 0;
-    mb_source_free(src);
-    mb_account_secret_free(secret);
-    OPENSSL_cleanse(key, sizeof key);
-    mb_account_free(&a);
-    mb_db_free(db);
-    return rc;
+        printf("account %s added (id %" PRIu64 ", %s://%s@%s:%d, %s)\n", a->name, a->id,
+               strcmp(a->tls, "imaps") ? "imap" : "imaps", a->username, a->host, a->port, a->tls);
+    return session_end(&x, "account add", s);
 }
 
 static int cmd_list(int argc, char **argv)
@@ -172,6 +198,24 @@ static int cmd_remove(int argc, char **argv)
     return 0;
 }
 
+/* Open the stored credential and log in with it. */
+static int cmd_test(int argc, char **argv)
+{
+    if (argc != 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    session x = {0};
+    mb_status s = mb_account_keys_load(&x.keys);
+    if (!s) s = mb_cli_db(&x.db);
+    if (!s) s = mb_account_load(x.db, &x.keys, argv[1], &x.a, &x.secret);
+    if (!s) s = session_log_in(&x);
+    if (!s)
+        printf("account %s: logged in to %s:%d as %s\n", x.a.name, x.a.host, x.a.port,
+               x.a.username);
+    return session_end(&x, "account test", s);
+}
+
 int mb_cli_account(int argc, char **argv)
 {
     if (argc < 2 || mb_cli_want_help(argc, argv)) {
@@ -181,6 +225,7 @@ int mb_cli_account(int argc, char **argv)
     if (!strcmp(argv[1], "add")) return cmd_add(argc - 1, argv + 1);
     if (!strcmp(argv[1], "list")) return cmd_list(argc - 1, argv + 1);
     if (!strcmp(argv[1], "remove")) return cmd_remove(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "test")) return cmd_test(argc - 1, argv + 1);
     fprintf(stderr, "mailbus account: unknown subcommand '%s'\n%s", argv[1], usage);
     return 2;
 }

@@ -11,7 +11,8 @@ static const struct {
     int (*fn)(int, char **);
     const char *help;
 } commands[] = {
-    {"account", mb_cli_account, "add, list or remove a mail account"},
+    {"account", mb_cli_account, "add, list, remove or test a mail account"},
+    {"keys", mb_cli_keys, "keys rotate: re-seal every stored credential under a new key"},
     {"import", mb_cli_import, "start, pause, resume, cancel an import; prints the job id"},
     {"sync", mb_cli_sync, "sync an account: what changed since the last job (--wait)"},
     {"schedule", mb_cli_schedule, "when each folder is synced next; `schedule set` changes it"},

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void mb_account_free(mb_account *a)
 {
@@ -122,22 +123,46 @@ mb_status mb_account_parse_url(const char *url, bool starttls, mb_account *out)
     return s;
 }
 
-mb_status mb_account_key(unsigned char key[32])
+mb_status mb_account_keys_load(mb_account_keys *k)
 {
+    memset(k, 0, sizeof *k);
     const char *path;
     mb_status s = mb_env_require("MAILBUS_SECRET_KEY_FILE", &path);
+    if (!s) s = mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", path, k->keys[0]);
+    k->n = !s;
+    const char *old = mb_env("MAILBUS_SECRET_OLD_KEY_FILE", "");
+    if (!s && *old && !(s = mb_secret_key_load("MAILBUS_SECRET_OLD_KEY_FILE", old, k->keys[1])))
+        k->n = 2;
     if (s)
-        return s;
-    return mb_secret_key_load(path, key);
+        mb_account_keys_wipe(k);
+    return s;
+}
+
+void mb_account_keys_wipe(mb_account_keys *k)
+{
+    OPENSSL_cleanse(k, sizeof *k);
+}
+
+/* The sealed credential opened with the first of keys[0..n) that fits
+ * (*which: its index). */
+static mb_status open_with(const unsigned char (*keys)[32], size_t n, const unsigned char *raw,
+                           size_t len, const char *aad, mb_buf *plain, size_t *which)
+{
+    mb_status s = MB_ERR_AUTH;
+    for (size_t i = 0; i < n && s == MB_ERR_AUTH; i++) {
+        s = mb_secret_open(keys[i], raw, len, aad, plain);
+        *which = i;
+    }
+    return s;
 }
 
 static const char *col(PGresult *r, int c) { return PQgetisnull(r, 0, c) ? NULL : PQgetvalue(r, 0, c); }
 
-mb_status mb_account_insert(mb_db *db, const unsigned char key[32], mb_account *a,
+mb_status mb_account_insert(mb_db *db, const mb_account_keys *k, mb_account *a,
                             const char *secret)
 {
     mb_buf sealed = MB_BUF_INIT, hex = MB_BUF_INIT;
-    mb_status s = mb_secret_seal(key, secret, strlen(secret), a->name, &sealed);
+    mb_status s = mb_secret_seal(k->keys[0], secret, strlen(secret), a->name, &sealed);
     if (!s) s = mb_buf_puts(&hex, "\\x");
     if (!s) s = mb_buf_hex(&hex, (const unsigned char *)sealed.data, sealed.len);
     if (s)
@@ -164,7 +189,7 @@ out:
     return s;
 }
 
-mb_status mb_account_load(mb_db *db, const unsigned char key[32], const char *name_or_id,
+mb_status mb_account_load(mb_db *db, const mb_account_keys *k, const char *name_or_id,
                           mb_account *out, char **secret_out)
 {
     memset(out, 0, sizeof *out);
@@ -204,7 +229,8 @@ mb_status mb_account_load(mb_db *db, const unsigned char key[32], const char *na
         size_t n;
         unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, 0, 8), &n);
         mb_buf plain = MB_BUF_INIT;
-        s = raw ? mb_secret_open(key, raw, n, out->name, &plain)
+        size_t which;
+        s = raw ? open_with(k->keys, k->n, raw, n, out->name, &plain, &which)
                 : mb_errf(MB_ERR_NOMEM, "account '%s': secret", out->name);
         PQfreemem(raw);
         if (!s)
@@ -216,6 +242,79 @@ mb_status mb_account_load(mb_db *db, const unsigned char key[32], const char *na
     PQclear(r);
     if (s)
         mb_account_free(out);
+    return s;
+}
+
+mb_status mb_account_keys_rotate(mb_db *db, const mb_account_keys *k,
+                                 const unsigned char next[32], size_t *resealed,
+                                 size_t *already)
+{
+    *resealed = *already = 0;
+    unsigned char keys[3][32]; /* next first: an account done before is found at once */
+    memcpy(keys[0], next, 32);
+    memcpy(keys[1], k->keys, k->n * 32);
+    PGresult *r;
+    mb_status s = mb_db_query(db, "SELECT id, name, secret FROM accounts ORDER BY id", 0, NULL, &r);
+    if (s) {
+        OPENSSL_cleanse(keys, sizeof keys);
+        return s;
+    }
+    long fault_after = 0; /* test-only: exit after this many re-sealed, as a crash would */
+    mb_env_int("MAILBUS_FAULT_KEYS_ROTATE_EXIT_AFTER", 0, 0, 1000000, &fault_after);
+    mb_status first = MB_OK;
+    char first_msg[600] = "";
+    for (int i = 0; i < PQntuples(r) && !s; i++) {
+        const char *id = PQgetvalue(r, i, 0), *name = PQgetvalue(r, i, 1);
+        size_t n, which = 0;
+        unsigned char *raw = PQunescapeBytea((const unsigned char *)PQgetvalue(r, i, 2), &n);
+        mb_buf plain = MB_BUF_INIT, sealed = MB_BUF_INIT, hex = MB_BUF_INIT, was = MB_BUF_INIT;
+        mb_status e = raw ? open_with((const unsigned char(*)[32])keys, k->n + 1, raw, n, name,
+                                      &plain, &which)
+                          : mb_errf(MB_ERR_NOMEM, "account '%s': secret", name);
+        if (e == MB_ERR_AUTH)
+            e = mb_errf(MB_ERR_AUTH, "account '%s': its credential opens with none of the keys",
+                        name);
+        if (!e && which == 0) {
+            (*already)++;
+        } else if (!e) {
+            e = mb_secret_seal(next, plain.data, plain.len, name, &sealed);
+            if (!e) e = mb_buf_puts(&hex, "\\x");
+            if (!e) e = mb_buf_hex(&hex, (const unsigned char *)sealed.data, sealed.len);
+            if (!e) e = mb_buf_puts(&was, "\\x");
+            if (!e) e = mb_buf_hex(&was, raw, n);
+            /* Only if nobody changed it meanwhile (then: run it again). */
+            const char *p[] = {id, mb_buf_cstr(&hex), mb_buf_cstr(&was)};
+            PGresult *u;
+            if (!e) e = mb_db_query(db, "UPDATE accounts SET secret = $2::bytea WHERE id = "
+                                        "$1::bigint AND secret = $3::bytea RETURNING id", 3, p, &u);
+            if (!e) {
+                bool hit = PQntuples(u) == 1;
+                PQclear(u);
+                if (!hit)
+                    e = mb_errf(MB_ERR_BUSY, "account '%s' changed while its credential was "
+                                "re-sealed: run it again", name);
+                else
+                    (*resealed)++;
+            }
+            if (!e && fault_after && *resealed >= (size_t)fault_after)
+                _exit(3);
+        }
+        PQfreemem(raw);
+        mb_secret_buf_wipe(&plain);
+        mb_buf_free(&sealed);
+        mb_buf_free(&hex);
+        mb_buf_free(&was);
+        if (e == MB_ERR_DB)
+            s = e; /* Postgres gone: stop */
+        else if (e && !first) { /* keep the first, go on with the others */
+            first = e;
+            snprintf(first_msg, sizeof first_msg, "%s", mb_err_last());
+        }
+    }
+    PQclear(r);
+    OPENSSL_cleanse(keys, sizeof keys);
+    if (!s && first)
+        s = mb_errf(first, "%s", first_msg);
     return s;
 }
 

@@ -27,30 +27,34 @@ static int hexval(unsigned char c)
     return -1;
 }
 
-mb_status mb_secret_key_load(const char *path, unsigned char key[MB_SECRET_KEY_LEN])
+mb_status mb_secret_file_private(int fd, const char *what, const char *path)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        return mb_errf(MB_ERR_CONFIG, "%s '%s': not a regular file", what, path);
+    if (sb.st_mode & (S_IRWXG | S_IRWXO))
+        return mb_errf(MB_ERR_CONFIG,
+                       "%s '%s': mode %03o lets other users read or write it; run chmod 600 on it",
+                       what, path, (unsigned)(sb.st_mode & 0777));
+    return MB_OK;
+}
+
+mb_status mb_secret_key_load(const char *what, const char *path,
+                             unsigned char key[MB_SECRET_KEY_LEN])
 {
     if (!path || !*path)
-        return mb_errf(MB_ERR_CONFIG, "MAILBUS_SECRET_KEY_FILE is not set: it must name a "
-                                      "file holding the 32-byte credentials key");
+        return mb_errf(MB_ERR_CONFIG, "%s is not set: it must name a "
+                                      "file holding the 32-byte credentials key", what);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0 && errno == ELOOP)
         fd = open(path, O_RDONLY | O_CLOEXEC); /* a symlink (e.g. a mounted secret) is fine */
     if (fd < 0)
-        return mb_errf(MB_ERR_CONFIG, "MAILBUS_SECRET_KEY_FILE '%s': %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        return mb_errf(MB_ERR_CONFIG, "%s '%s': %s", what, path, strerror(errno));
+    mb_status st = mb_secret_file_private(fd, what, path);
+    if (st) {
         close(fd);
-        return mb_errf(MB_ERR_CONFIG, "MAILBUS_SECRET_KEY_FILE '%s': not a regular file", path);
+        return st;
     }
-    if (sb.st_mode & (S_IROTH | S_IWOTH)) {
-        close(fd);
-        return mb_errf(MB_ERR_CONFIG,
-                       "MAILBUS_SECRET_KEY_FILE '%s': mode %03o lets every user read or write "
-                       "the key; run chmod 600 on it",
-                       path, (unsigned)(sb.st_mode & 0777));
-    }
-    if (sb.st_mode & S_IWGRP)
-        MB_WARN(NULL, NULL, "MAILBUS_SECRET_KEY_FILE '%s' is group-writable", path);
 
     /* 66 = 64 hex + "\r\n"; read one byte more to detect an oversized file. */
     unsigned char raw[67];
@@ -63,7 +67,7 @@ mb_status mb_secret_key_load(const char *path, unsigned char key[MB_SECRET_KEY_L
             int e = errno;
             close(fd);
             OPENSSL_cleanse(raw, sizeof raw);
-            return mb_errf(MB_ERR_CONFIG, "MAILBUS_SECRET_KEY_FILE '%s': read: %s", path,
+            return mb_errf(MB_ERR_CONFIG, "%s '%s': read: %s", what, path,
                            strerror(e));
         }
         if (r == 0)
@@ -72,7 +76,6 @@ mb_status mb_secret_key_load(const char *path, unsigned char key[MB_SECRET_KEY_L
     }
     close(fd);
 
-    mb_status st = MB_OK;
     size_t hexlen = got;
     while (hexlen > 0 && (raw[hexlen - 1] == '\n' || raw[hexlen - 1] == '\r'))
         hexlen--;
@@ -86,9 +89,9 @@ mb_status mb_secret_key_load(const char *path, unsigned char key[MB_SECRET_KEY_L
         memcpy(key, raw, MB_SECRET_KEY_LEN);
     } else {
         st = mb_errf(MB_ERR_CONFIG,
-                     "MAILBUS_SECRET_KEY_FILE '%s': %s%zu bytes; expected exactly 32 raw bytes "
+                     "%s '%s': %s%zu bytes; expected exactly 32 raw bytes "
                      "or 64 hex characters (openssl rand -hex 32)",
-                     path, got == sizeof raw ? "more than " : "", got == sizeof raw ? got - 1 : got);
+                     what, path, got == sizeof raw ? "more than " : "", got == sizeof raw ? got - 1 : got);
     }
     OPENSSL_cleanse(raw, sizeof raw);
     return st;

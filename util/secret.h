@@ -10,8 +10,8 @@
  * row fails to open. The version byte is authenticated too.
  *
  * Key file: exactly 32 raw bytes, or 64 hex characters optionally followed by
- * a newline (`openssl rand -hex 32 > key`). A key file that other users can
- * read or write is refused (chmod 600 it). */
+ * a newline (`openssl rand -hex 32 > key`). A key file that other users or
+ * its group can read or write is refused (chmod 600 it). */
 #ifndef MB_SECRET_H
 #define MB_SECRET_H
 
@@ -24,9 +24,14 @@
 /* Credentials are small; anything bigger is a mistake, not a password. */
 #define MB_SECRET_MAX_PLAIN (1024 * 1024)
 
-/* MB_ERR_CONFIG naming MAILBUS_SECRET_KEY_FILE and path for a missing,
- * unreadable, world-accessible or malformed key file. */
-mb_status mb_secret_key_load(const char *path, unsigned char key[MB_SECRET_KEY_LEN]);
+/* MB_ERR_CONFIG naming what (the setting, e.g. "MAILBUS_SECRET_KEY_FILE")
+ * and path for a missing, unreadable, group- or world-accessible or
+ * malformed key file. */
+mb_status mb_secret_key_load(const char *what, const char *path,
+                             unsigned char key[MB_SECRET_KEY_LEN]);
+/* MB_ERR_CONFIG unless fd is a regular file only its owner may read or
+ * write: a file holding a secret (what names it in the message). */
+mb_status mb_secret_file_private(int fd, const char *what, const char *path);
 
 /* out is reset and receives the sealed bytes. aad may be NULL (= ""). */
 mb_status mb_secret_seal(const unsigned char key[MB_SECRET_KEY_LEN], const void *plain, size_t n,

@@ -242,7 +242,7 @@ int mb_stage_start(mb_stage *st, const char *name, const char *usage, unsigned n
         }
     }
     if (needs & MB_STAGE_KEY) {
-        if ((s = mb_account_key(st->key))) {
+        if ((s = mb_account_keys_load(&st->keys))) {
             MB_ERROR(NULL, NULL, "credential key: %s", mb_err_last());
             return mb_stage_finish(st, s);
         }
@@ -261,7 +261,7 @@ int mb_stage_finish(mb_stage *st, mb_status s)
     mb_bus_free(st->bus);
     mb_db_free(st->db);
     mb_bus_library_close();
-    memset(st->key, 0, sizeof st->key);
+    mb_account_keys_wipe(&st->keys);
     st->bus = NULL;
     st->db = NULL;
     st->blobs = NULL;

@@ -12,10 +12,11 @@
 #include "bus/bus.h"
 #include "db/db.h"
 #include "schemas/records.h"
+#include "sources/account.h"
 
 enum {
     MB_STAGE_BLOBS = 1, /* open the blob store (MAILBUS_BLOB_DIR) */
-    MB_STAGE_KEY = 2,   /* load the credential key (MAILBUS_SECRET_KEY_FILE) */
+    MB_STAGE_KEY = 2,   /* load the credential keys (MAILBUS_SECRET_KEY_FILE, _OLD_KEY_FILE) */
 };
 
 typedef struct {
@@ -23,7 +24,7 @@ typedef struct {
     mb_bus *bus;
     mb_db *db;
     mb_blob_store *blobs;     /* with MB_STAGE_BLOBS */
-    unsigned char key[32];    /* with MB_STAGE_KEY */
+    mb_account_keys keys;     /* with MB_STAGE_KEY */
     int batch;                /* --batch N */
     mb_bus_consume_opts consume;
 } mb_stage;

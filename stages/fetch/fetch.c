@@ -76,7 +76,7 @@ static mb_status ensure_source(mb_fetcher *f, uint64_t account_id, mb_bus_delive
     mb_fetcher_free(f);
     char a[24];
     char *secret = NULL;
-    mb_status s = mb_account_load(f->st->db, f->st->key, mb_u64s(a, account_id), &f->account, &secret);
+    mb_status s = mb_account_load(f->st->db, &f->st->keys, mb_u64s(a, account_id), &f->account, &secret);
     if (!s) s = mb_account_source(&f->account, secret, &f->src);
     mb_account_secret_free(secret);
     if (!s) {

@@ -159,7 +159,7 @@ static void connect_one(mb_idle *w, mb_idle_acct *a)
     mb_folder_state known;
     bool stored = false;
     mb_watch_info wi;
-    mb_status s = mb_account_load(w->st->db, w->st->key, mb_u64s(id, a->id), &acc, &secret);
+    mb_status s = mb_account_load(w->st->db, &w->st->keys, mb_u64s(id, a->id), &acc, &secret);
     if (!s) s = mb_account_source(&acc, secret, &a->src);
     mb_account_secret_free(secret);
     if (!s && !mb_source_can_watch(a->src))

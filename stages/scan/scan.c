@@ -330,7 +330,7 @@ mb_status mb_scan_job(mb_scan *sc, mb_db *db, uint64_t job)
         s = mb_rec_from_json(&mb_type_command, js, strlen(js), &opt);
     }
     char acct[24];
-    if (!s) s = mb_account_load(db, sc->st->key, mb_u64s(acct, info.account_id), &a, &secret);
+    if (!s) s = mb_account_load(db, &sc->st->keys, mb_u64s(acct, info.account_id), &a, &secret);
     if (!s) s = mb_account_source(&a, secret, &src);
     mb_scan_rec rec = {0};
     if (!s) s = mb_scan_rec_init(&rec, db, job, lease, &slot);

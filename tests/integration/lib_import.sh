@@ -171,7 +171,7 @@ li_corpus() {
 # (HOST 127.0.0.1; 127.0.0.2 is the same Dovecot without CONDSTORE and QRESYNC,
 # 127.0.0.3 with CONDSTORE but no QRESYNC).
 li_account() {
-  printf '%s\n' "$3" >"$LI_W/pw-$2"
+  (umask 077 && printf '%s\n' "$3" >"$LI_W/pw-$2")
   "$MB" account add "$1" --imap "imap://$2@${4:-127.0.0.1}:$MAILBUS_IMAP_PORT" \
     --password-file "$LI_W/pw-$2" >"$LI_W/account-$1.log" 2>&1 ||
     { cat "$LI_W/account-$1.log"; li_fail "account add $1"; }

@@ -180,7 +180,7 @@ more_accounts() {
     if [[ ! -e $W/pw-$u ]]; then
       "$LI_SRC/scripts/services" imap-user "$u" "$u-pw" >/dev/null || li_fail "imap-user $u"
       LI_USERS+=("$u")
-      printf '%s\n' "$u-pw" >"$W/pw-$u"
+      (umask 077 && printf '%s\n' "$u-pw" >"$W/pw-$u")
     fi
     "$MB" account add "m$k" --imap "$1://$u@127.0.0.1:$2" --password-file "$W/pw-$u" \
       >"$W/account-m$k.log" 2>&1 || { cat "$W/account-m$k.log"; li_fail "account add m$k"; }

@@ -31,7 +31,7 @@ li_fault_proxy "$W/ctl"
 PPORT=$LI_PPORT
 
 li_env no
-printf '%s\n' "$USER_NAME-pw" >"$W/pw"
+(umask 077 && printf '%s\n' "$USER_NAME-pw" >"$W/pw")
 "$MB" account add noacct --imap "imap://$USER_NAME@127.0.0.1:$PPORT" --password-file "$W/pw" \
   >"$W/account.log" 2>&1 || { cat "$W/account.log"; li_fail "account add"; }
 injected() { local n; n=$(grep -cx "$1" "$W/ctl/injected" 2>/dev/null) || true; echo "${n:-0}"; }

@@ -135,7 +135,7 @@ static void test_key_file(void **state)
     unsigned char key[32];
 
     const char *p = write_key("raw", KEY, 32, 0600);
-    assert_int_equal(mb_secret_key_load(p, key), MB_OK);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", p, key), MB_OK);
     assert_memory_equal(key, KEY, 32);
 
     char hex[66];
@@ -143,39 +143,43 @@ static void test_key_file(void **state)
         sprintf(hex + 2 * i, "%02X", KEY[i]);
     hex[64] = '\n';
     memset(key, 0, 32);
-    p = write_key("hex", hex, 65, 0640);
-    assert_int_equal(mb_secret_key_load(p, key), MB_OK);
+    p = write_key("hex", hex, 65, 0600);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", p, key), MB_OK);
     assert_memory_equal(key, KEY, 32);
 
     p = write_key("short", KEY, 31, 0600);
-    assert_int_equal(mb_secret_key_load(p, key), MB_ERR_CONFIG);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", p, key), MB_ERR_CONFIG);
     assert_non_null(strstr(mb_err_last(), "MAILBUS_SECRET_KEY_FILE"));
     assert_non_null(strstr(mb_err_last(), "31 bytes"));
     hex[65] = 'x'; /* 64 hex + "\n" + one byte of junk */
     p = write_key("long", hex, 66, 0600);
-    assert_int_equal(mb_secret_key_load(p, key), MB_ERR_CONFIG);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", p, key), MB_ERR_CONFIG);
     char big[200];
     memset(big, 'a', sizeof big);
     p = write_key("big", big, sizeof big, 0600);
-    assert_int_equal(mb_secret_key_load(p, key), MB_ERR_CONFIG);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", p, key), MB_ERR_CONFIG);
     assert_non_null(strstr(mb_err_last(), "more than"));
     hex[10] = 'g'; /* 64 chars but not hex, and not 32 bytes */
     p = write_key("nothex", hex, 64, 0600);
-    assert_int_equal(mb_secret_key_load(p, key), MB_ERR_CONFIG);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", p, key), MB_ERR_CONFIG);
 
     p = write_key("world", KEY, 32, 0644);
-    assert_int_equal(mb_secret_key_load(p, key), MB_ERR_CONFIG);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", p, key), MB_ERR_CONFIG);
     assert_non_null(strstr(mb_err_last(), "chmod 600"));
     assert_non_null(strstr(mb_err_last(), p));
+    p = write_key("group", KEY, 32, 0640); /* the group may not read it either */
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_OLD_KEY_FILE", p, key), MB_ERR_CONFIG);
+    assert_non_null(strstr(mb_err_last(), "MAILBUS_SECRET_OLD_KEY_FILE"));
+    assert_non_null(strstr(mb_err_last(), "mode 640"));
 
     char missing[128];
     snprintf(missing, sizeof missing, "%s/missing", tmpdir);
-    assert_int_equal(mb_secret_key_load(missing, key), MB_ERR_CONFIG);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", missing, key), MB_ERR_CONFIG);
     assert_non_null(strstr(mb_err_last(), "MAILBUS_SECRET_KEY_FILE"));
     assert_non_null(strstr(mb_err_last(), missing));
-    assert_int_equal(mb_secret_key_load(NULL, key), MB_ERR_CONFIG);
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", NULL, key), MB_ERR_CONFIG);
     assert_non_null(strstr(mb_err_last(), "MAILBUS_SECRET_KEY_FILE"));
-    assert_int_equal(mb_secret_key_load(tmpdir, key), MB_ERR_CONFIG); /* a directory */
+    assert_int_equal(mb_secret_key_load("MAILBUS_SECRET_KEY_FILE", tmpdir, key), MB_ERR_CONFIG); /* a directory */
 
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
