@@ -102,6 +102,23 @@ li_env() {
   "$MB" migrate >"$LI_W/$tag/migrate.log" 2>&1 || { cat "$LI_W/$tag/migrate.log"; li_fail "mailbus migrate"; }
 }
 
+# li_no_leak: no password of the test's accounts (its $LI_W/pw-* files) appears in
+# the stage logs or in any other file the test wrote to $LI_W.
+li_no_leak() {
+  local f pw hits ok=0
+  for f in "$LI_W"/pw-*; do
+    [[ -f $f ]] || continue
+    pw=$(head -n 1 "$f")
+    [[ -n $pw ]] || continue
+    hits=$(grep -rlF -- "$pw" "$LI_W" "${LI_STAGE_DIRS[@]}" 2>/dev/null | grep -v '/pw-[^/]*$' || true)
+    if [[ -n $hits ]]; then
+      echo "FAIL: the password in $(basename "$f") appears in: $hits" >&2
+      ok=1
+    fi
+  done
+  return $ok
+}
+
 li_cleanup() {
   local rc=$? i
   set +e
@@ -110,6 +127,7 @@ li_cleanup() {
     MAILBUS_STAGES_DIR=${LI_STAGE_DIRS[$i]} "$LI_SRC/scripts/stages" stop >/dev/null 2>&1
     MAILBUS_PREFIX=${LI_PREFIXES[$i]} "$MB_BIN/mb-test-bus_ctl" destroy >/dev/null 2>&1
   done
+  li_no_leak || rc=1
   for db in "${LI_DBS[@]}"; do
     li_admin_sql "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
   done
