@@ -46,6 +46,17 @@ static int month_of(const char *t, size_t n)
     return 0;
 }
 
+/* The decimal number at *p (at most 4 digits, never past end); *p moves
+ * past every digit. */
+static int bounded_num(const char **p, const char *end)
+{
+    int v = 0, n = 0;
+    for (; *p < end && isdigit((unsigned char)**p); (*p)++)
+        if (n++ < 4)
+            v = v * 10 + (**p - '0');
+    return v;
+}
+
 mb_status mb_mime_date_parse(const char *in, size_t n, int64_t *out)
 {
     int day = -1, mon = 0, hh = -1, mi = -1, ss = 0;
@@ -118,19 +129,19 @@ mb_status mb_mime_date_parse(const char *in, size_t n, int64_t *out)
                     while (q < end && isdigit((unsigned char)*q) && sd < 2) { sv = sv * 10 + (*q++ - '0'); sd++; }
                     ss = sv;
                 }
-                if (q < end && *q == '.') /* fractional seconds */
-                    while (q < end && (isdigit((unsigned char)q[1]) || *q == '.'))
+                if (q < end && *q == '.') { /* fractional seconds */
+                    q++;
+                    while (q < end && isdigit((unsigned char)*q))
                         q++;
+                }
             } else if (q < end && *q == '-' && nd == 4 && year < 0 && q + 6 <= end &&
                        isdigit((unsigned char)q[1])) { /* ISO 8601 date */
                 year = v;
-                mon = atoi(q + 1);
                 const char *r = q + 1;
-                while (r < end && isdigit((unsigned char)*r)) r++;
+                mon = bounded_num(&r, end);
                 if (r < end && *r == '-') {
-                    day = atoi(r + 1);
                     r++;
-                    while (r < end && isdigit((unsigned char)*r)) r++;
+                    day = bounded_num(&r, end);
                 }
                 if (r < end && (*r == 'T' || *r == 't'))
                     r++;
