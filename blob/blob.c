@@ -15,6 +15,7 @@
 #include "blob/blob.h"
 
 #include "util/log.h"
+#include "util/proc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -458,11 +459,50 @@ static bool tmp_name_parse(const char *name, char kind, tmp_name *t)
 /* Whether the process that made t is gone (killed mid-write, mid-cleanup):
  * a name of this host whose pid no longer exists. Another host's, or a live
  * process's, is not. */
+/* Seconds since the epoch at which process pid started, from /proc (its
+ * start in clock ticks after boot, and the boot time); -1 if unknown. Also
+ * -1 with *zombie set for a process that exited and was not reaped. */
+static long long proc_started(long pid, bool *zombie)
+{
+    *zombie = false;
+    char path[64], buf[1024];
+    const char *q; /* field 3, the state, then on */
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    if (!mb_proc_stat(path, buf, sizeof buf, &q))
+        return -1;
+    *zombie = *q == 'Z' || *q == 'X';
+    for (int field = 3; field < 22 && q; field++)
+        if ((q = strchr(q, ' ')))
+            q++;
+    unsigned long long ticks;
+    long hz = sysconf(_SC_CLK_TCK);
+    if (!q || hz <= 0 || sscanf(q, "%llu", &ticks) != 1)
+        return -1;
+    long long btime = -1;
+    FILE *f;
+    if ((f = fopen("/proc/stat", "re"))) {
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (sscanf(line, "btime %lld", &btime) == 1)
+                break;
+        fclose(f);
+    }
+    return btime < 0 ? -1 : btime + (long long)(ticks / (unsigned long long)hz);
+}
+
+/* Whether the writer of t (on this host) is gone: no process has its pid,
+ * the one that has it exited (a zombie nobody reaps writes nothing), or
+ * started after t was named — the pid went round (32768 pids, reused within
+ * seconds on a busy machine: a chaos test once kept a killed fetch's file). */
 static bool owner_dead(const mb_blob_store *s, const tmp_name *t)
 {
     if (t->pid == (long)getpid() || strcmp(t->host, s->host))
         return false;
-    return kill((pid_t)t->pid, 0) != 0 && errno == ESRCH;
+    if (kill((pid_t)t->pid, 0) != 0)
+        return errno == ESRCH;
+    bool zombie;
+    long long started = proc_started(t->pid, &zombie);
+    return zombie || (started >= 0 && started > t->time + 2); /* +2: rounding of both clocks */
 }
 
 static bool writer_dead(const mb_blob_store *s, const char *name)

@@ -5,6 +5,7 @@
 #include "util/clock.h"
 #include "util/env.h"
 #include "util/log.h"
+#include "util/proc.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -38,17 +39,11 @@ static void nap_ms(int64_t ms)
 static int64_t thread_cpu_ms(pid_t pid, int tid)
 {
     char path[64], buf[512];
+    const char *p;
     snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, tid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
     unsigned long long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                     &st) != 2)
+    if (!mb_proc_stat(path, buf, sizeof buf, &p) ||
+        sscanf(p, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     long hz = sysconf(_SC_CLK_TCK);
     return (int64_t)((ut + st) * 1000 / (unsigned long long)(hz > 0 ? hz : 100));

@@ -361,13 +361,53 @@ static void test_stale_tmp_cleanup(void **state)
     assert_int_equal(count_dir(f->root, "tmp"), 0);
 }
 
-static void touch_tmp(const char *root, char *path, size_t cap, long pid, const char *host)
+static void touch_tmp_at(const char *root, char *path, size_t cap, long pid, long when,
+                        const char *host)
 {
-    snprintf(path, cap, "%s/tmp/w.%ld.7.%ld.0.%s", root, pid, (long)time(NULL), host);
+    snprintf(path, cap, "%s/tmp/w.%ld.7.%ld.0.%s", root, pid, when, host);
     FILE *fp = fopen(path, "w");
     assert_non_null(fp);
     fputs("partial", fp);
     fclose(fp);
+}
+
+static void touch_tmp(const char *root, char *path, size_t cap, long pid, const char *host)
+{
+    touch_tmp_at(root, path, cap, pid, (long)time(NULL), host);
+}
+
+/* A killed writer's pid taken by a process started since (pids go round):
+ * not its writer, so the file is a leftover; a zombie writes nothing either. */
+static void test_recycled_pid_tmp(void **state)
+{
+    fixture *f = *state;
+    char host[65] = {0}, recycled[512], zombie[512], live[512];
+    assert_int_equal(gethostname(host, sizeof host - 1), 0);
+    pid_t sleeper = fork();
+    assert_true(sleeper >= 0);
+    if (sleeper == 0) {
+        pause();
+        _exit(0);
+    }
+    pid_t dead = fork();
+    assert_true(dead >= 0);
+    if (dead == 0)
+        _exit(0); /* not reaped until the end: a zombie */
+    long now = (long)time(NULL);
+    touch_tmp_at(f->root, recycled, sizeof recycled, (long)sleeper, now - 600, host);
+    touch_tmp_at(f->root, zombie, sizeof zombie, (long)dead, now, host);
+    touch_tmp_at(f->root, live, sizeof live, (long)sleeper, now, host);
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL); /* the second child has exited */
+    mb_blob_store_free(f->s);
+    assert_int_equal(mb_blob_store_open(f->root, &f->s), MB_OK);
+    assert_int_equal(access(recycled, F_OK), -1); /* named 10 min before its pid's process started */
+    assert_int_equal(access(zombie, F_OK), -1);
+    assert_int_equal(access(live, F_OK), 0);      /* a live writer's, as far as anyone can tell */
+    kill(sleeper, SIGKILL);
+    waitpid(sleeper, NULL, 0);
+    waitpid(dead, NULL, 0);
+    unlink(live);
 }
 
 /* A writer killed mid-write (kill -9 of fetch) leaves its temp file; the next
@@ -613,6 +653,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sync_fault_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_tmp_cleanup, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_writer_tmp, setup, teardown),
+cmocka_unit_test_setup_teardown(test_recycled_pid_tmp, setup, teardown),
         cmocka_unit_test(test_bad_root),
         cmocka_unit_test_setup_teardown(test_gc_remove, setup, teardown),
         cmocka_unit_test_setup_teardown(test_gc_race_touch, setup, teardown),
