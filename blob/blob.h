@@ -71,7 +71,9 @@ typedef enum {
 
 /* Temp files older than this at open time are crash leftovers (a live writer
  * never takes this long) and are removed by mb_blob_store_open(), as are, at
- * once, those of a writer on this host whose process no longer exists.
+ * once, those of a writer on this host whose process no longer exists (its
+ * pid is free, taken by a process started after the file was named, or a
+ * zombie's).
  * A cleanup tombstone (see mb_blob_gc_remove) left by a dead or stale
  * cleanup is put back at its final path instead (or dropped if a fresh copy
  * is there): it may still be wanted, and restoring errs on the safe side. */
