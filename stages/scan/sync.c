@@ -473,8 +473,10 @@ static mb_status sync_folder(mb_scan_rec *rec, const sync_pool *pool, mb_source 
      * one transaction, one commit (a WAL flush, 5-30 ms on a slow disk)
      * instead of eight. Lost half-way, the job's scan is run again. */
     bool tx = !s && !(s = mb_db_begin(db));
-    if (tx) s = mb_job_account_lock(db, account);
-    /* Unchanged: nothing was listed, nothing vanished, nothing is new. */
+    /* Unchanged: nothing was listed, nothing vanished, nothing is new; and
+     * nothing of the account's emails is touched, so no lock either. */
+    if (tx && ci.method != MB_CHANGES_UNCHANGED)
+        s = mb_job_account_lock(db, account);
     if (!s && ci.method != MB_CHANGES_UNCHANGED)
         s = reconcile(&fs, whole || ci.listed, whole ? UINT64_MAX >> 1 : known.uidnext,
                       &flags_changed);
