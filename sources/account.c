@@ -340,6 +340,12 @@ mb_status mb_account_source(const mb_account *a, const char *secret, mb_source *
     if (strcmp(a->kind, "imap"))
         return mb_errf(MB_ERR_CONFIG, "account '%s': kind '%s' is not supported yet", a->name,
                        a->kind);
+    long timeout_s, max_literal;
+    mb_status st = mb_env_int("MAILBUS_IMAP_TIMEOUT", 60, 1, 3600, &timeout_s);
+    if (!st)
+        st = mb_env_int("MAILBUS_IMAP_MAX_LITERAL", 256L << 20, 1L << 20, 1L << 40, &max_literal);
+    if (st)
+        return st;
     mb_source_cfg cfg = {
         .host = a->host,
         .port = a->port,
@@ -349,6 +355,8 @@ mb_status mb_account_source(const mb_account *a, const char *secret, mb_source *
         .password = a->auth && !strcmp(a->auth, "xoauth2") ? NULL : secret,
         .xoauth2_token = a->auth && !strcmp(a->auth, "xoauth2") ? secret : NULL,
         .ca_file = mb_env("MAILBUS_IMAP_CA_FILE", NULL),
+        .timeout_s = (int)timeout_s,
+        .max_literal = (uint64_t)max_literal,
     };
     return mb_source_imap_new(&cfg, out);
 }

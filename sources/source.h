@@ -71,6 +71,7 @@ typedef struct {
     const char *tls_name;      /* name the certificate must carry; NULL: host */
     bool allow_plain_remote;   /* MB_TLS_PLAIN to a non-loopback host */
     int timeout_s;             /* connect and per-read timeout; 0: 60 s */
+    uint64_t max_literal;      /* largest literal (message) the server may send; 0: 256 MiB */
 } mb_source_cfg;
 
 /* Callbacks return MB_OK to go on; any other status stops the operation

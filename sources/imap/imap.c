@@ -15,12 +15,17 @@
  * comes back empty because UIDs are sparse) and stable: the server may not
  * send EXPUNGE during FETCH/SEARCH, which are the only commands scan sends. */
 #include "sources/imap/imap.h"
+#include "sources/imap/guard.h"
 #include "sources/imap/tls_verify.h"
 #include "util/buf.h"
+#include "util/clock.h"
 #include "util/log.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <unistd.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <libetpan/libetpan.h>
@@ -47,6 +52,8 @@ typedef struct {
     bool has_condstore, has_special_use, has_xlist;
     bool has_qresync; /* QRESYNC advertised and ENABLEd on this connection */
     bool idling;      /* IDLE accepted ("+"): the server expects DONE and nothing else */
+    mb_imap_limits limits;
+    mb_imap_guard guard; /* what the server sends on the session (guard.h) */
 } mb_imap;
 
 /* ---- errors ------------------------------------------------------------ */
@@ -75,7 +82,9 @@ static void server_text(mb_imap *m, char *out, size_t cap) {
     out[i] = 0;
 }
 
-static const char *etpan_err_str(int r) {
+static const char *etpan_err_str(const mb_imap *m, int r) {
+    if (m->guard.error[0] && (r == MAILIMAP_ERROR_STREAM || r == MAILIMAP_ERROR_PARSE))
+        return m->guard.error; /* the guard cut the stream: say why */
     switch (r) {
     case MAILIMAP_ERROR_STREAM: return "connection lost or timed out";
     case MAILIMAP_ERROR_CONNECTION_REFUSED: return "cannot connect";
@@ -156,7 +165,7 @@ static mb_status imap_fail(mb_imap *m, int r, mb_status refused, const char *cmd
         break;
     case MAILIMAP_ERROR_PARSE:
         /* Truncated by a dropped connection: retryable, like any loss. */
-        st = stream_closed(m) ? MB_ERR_NET : MB_ERR_INVALID;
+        st = stream_closed(m) || m->guard.error[0] ? MB_ERR_NET : MB_ERR_INVALID;
         break;
     case MAILIMAP_ERROR_MEMORY: st = MB_ERR_NOMEM; break;
     case MAILIMAP_ERROR_BAD_STATE: st = MB_ERR_INTERNAL; break;
@@ -167,7 +176,7 @@ static mb_status imap_fail(mb_imap *m, int r, mb_status refused, const char *cmd
     }
     mb_errf(st, "imap %s:%d%s%s%s: %s: %s%s%s%s%s%s%s", m->host, m->port,
             folder ? " folder '" : "", folder ? folder : "", folder ? "'" : "", cmd,
-            etpan_err_str(r), code[0] ? " [" : "", code, code[0] ? "]" : "",
+            etpan_err_str(m, r), code[0] ? " [" : "", code, code[0] ? "]" : "",
             text[0] ? ": " : "", text, st == MB_ERR_NET && code[0] ? " (temporary)" : "");
     if (st == MB_ERR_NET || st == MB_ERR_INVALID || st == MB_ERR_NOMEM)
         drop_session(m);
@@ -272,62 +281,85 @@ static mb_status refresh_caps(mb_imap *m) {
     return MB_OK;
 }
 
-/* ---- end of stream ------------------------------------------------------
+/* ---- the stream layer -----------------------------------------------------
  *
- * libetpan 1.9.4 reads a literal (a message body) in a loop that only stops
- * on an error: when the server's connection closes in the middle, the socket
- * read returns 0 (end of stream) forever and the process spins at 100 % CPU
- * (seen when Dovecot's imap process was killed mid-FETCH). This stream layer
- * sits on top of the real one (socket or TLS) and turns end of stream into a
- * read error, which libetpan reports as MAILIMAP_ERROR_STREAM. */
+ * A layer on top of the real stream (socket or TLS), under libetpan:
+ *  - libetpan 1.9.4 reads a literal (a message body) in a loop that only
+ *    stops on an error: when the server's connection closes in the middle, the
+ *    socket read returns 0 (end of stream) forever and the process spins at
+ *    100 % CPU (seen when Dovecot's imap process was killed mid-FETCH). End of
+ *    stream is turned into a read error, which libetpan reports as
+ *    MAILIMAP_ERROR_STREAM.
+ *  - Every byte the server sends passes the session's guard (guard.h) before
+ *    libetpan sees it; a server that breaks a limit gets a read error too,
+ *    and m->guard.error says why. */
 
-static ssize_t eof_read(mailstream_low *s, void *buf, size_t count) {
-    ssize_t r = mailstream_low_read(s->data, buf, count);
-    return r == 0 && count > 0 ? -1 : r;
+typedef struct {
+    mailstream_low *inner; /* owned */
+    mb_imap *m;
+} layer;
+
+static ssize_t layer_read(mailstream_low *s, void *buf, size_t count) {
+    layer *l = s->data;
+    ssize_t r = mailstream_low_read(l->inner, buf, count);
+    if (r == 0 && count > 0)
+        return -1;
+    if (r > 0 && !mb_imap_guard_recv(&l->m->guard, buf, (size_t)r, mb_mono_ms()))
+        return -1;
+    return r;
 }
-static ssize_t eof_write(mailstream_low *s, const void *buf, size_t count) {
-    return mailstream_low_write(s->data, buf, count);
+static ssize_t layer_write(mailstream_low *s, const void *buf, size_t count) {
+    layer *l = s->data;
+    mb_imap_guard_sent(&l->m->guard, mb_mono_ms());
+    return mailstream_low_write(l->inner, buf, count);
 }
-static int eof_close(mailstream_low *s) { return mailstream_low_close(s->data); }
-static int eof_get_fd(mailstream_low *s) { return mailstream_low_get_fd(s->data); }
-static void eof_free(mailstream_low *s) {
-    mailstream_low_free(s->data);
+static mailstream_low *inner(mailstream_low *s) { return ((layer *)s->data)->inner; }
+static int layer_close(mailstream_low *s) { return mailstream_low_close(inner(s)); }
+static int layer_get_fd(mailstream_low *s) { return mailstream_low_get_fd(inner(s)); }
+static void layer_free(mailstream_low *s) {
+    mailstream_low_free(inner(s));
+    free(s->data);
     free(s);
 }
-static void eof_cancel(mailstream_low *s) { mailstream_low_cancel(s->data); }
-static struct mailstream_cancel *eof_get_cancel(mailstream_low *s) {
-    return mailstream_low_get_cancel(s->data);
+static void layer_cancel(mailstream_low *s) { mailstream_low_cancel(inner(s)); }
+static struct mailstream_cancel *layer_get_cancel(mailstream_low *s) {
+    return mailstream_low_get_cancel(inner(s));
 }
-static carray *eof_get_certificate_chain(mailstream_low *s) {
-    return mailstream_low_get_certificate_chain(s->data);
+static carray *layer_get_certificate_chain(mailstream_low *s) {
+    return mailstream_low_get_certificate_chain(inner(s));
 }
-static int eof_setup_idle(mailstream_low *s) { return mailstream_low_setup_idle(s->data); }
-static int eof_unsetup_idle(mailstream_low *s) { return mailstream_low_unsetup_idle(s->data); }
-static int eof_interrupt_idle(mailstream_low *s) { return mailstream_low_interrupt_idle(s->data); }
+static int layer_setup_idle(mailstream_low *s) { return mailstream_low_setup_idle(inner(s)); }
+static int layer_unsetup_idle(mailstream_low *s) { return mailstream_low_unsetup_idle(inner(s)); }
+static int layer_interrupt_idle(mailstream_low *s) { return mailstream_low_interrupt_idle(inner(s)); }
 
-static mailstream_low_driver eof_driver = {
-    .mailstream_read = eof_read,
-    .mailstream_write = eof_write,
-    .mailstream_close = eof_close,
-    .mailstream_get_fd = eof_get_fd,
-    .mailstream_free = eof_free,
-    .mailstream_cancel = eof_cancel,
-    .mailstream_get_cancel = eof_get_cancel,
-    .mailstream_get_certificate_chain = eof_get_certificate_chain,
-    .mailstream_setup_idle = eof_setup_idle,
-    .mailstream_unsetup_idle = eof_unsetup_idle,
-    .mailstream_interrupt_idle = eof_interrupt_idle,
+static mailstream_low_driver layer_driver = {
+    .mailstream_read = layer_read,
+    .mailstream_write = layer_write,
+    .mailstream_close = layer_close,
+    .mailstream_get_fd = layer_get_fd,
+    .mailstream_free = layer_free,
+    .mailstream_cancel = layer_cancel,
+    .mailstream_get_cancel = layer_get_cancel,
+    .mailstream_get_certificate_chain = layer_get_certificate_chain,
+    .mailstream_setup_idle = layer_setup_idle,
+    .mailstream_unsetup_idle = layer_unsetup_idle,
+    .mailstream_interrupt_idle = layer_interrupt_idle,
 };
 
-/* Put the end-of-stream layer on the session's stream (once its TLS, if
- * any, is set up: STARTTLS replaces the stream's layer). */
-static mb_status wrap_eof(mb_imap *m) {
-    mailstream_low *inner = mailstream_get_low(m->imap->imap_stream);
-    mailstream_low *outer = mailstream_low_new(inner, &eof_driver);
-    if (!outer)
+/* Put the layer on a stream's real one: before the greeting is read, and
+ * again after STARTTLS (which replaces the stream's layer with a TLS one). */
+static mb_status add_layer(mb_imap *m, mailstream *stream) {
+    mailstream_low *in = mailstream_get_low(stream);
+    layer *l = malloc(sizeof *l);
+    mailstream_low *outer = l ? mailstream_low_new(l, &layer_driver) : NULL;
+    if (!outer) {
+        free(l);
         return mb_errf(MB_ERR_NOMEM, "imap %s:%d: stream layer", m->host, m->port);
-    mailstream_low_set_timeout(outer, mailstream_low_get_timeout(inner));
-    mailstream_set_low(m->imap->imap_stream, outer);
+    }
+    l->inner = in;
+    l->m = m;
+    mailstream_low_set_timeout(outer, mailstream_low_get_timeout(in));
+    mailstream_set_low(stream, outer);
     return MB_OK;
 }
 
@@ -389,6 +421,39 @@ static mb_status enable_qresync(mb_imap *m) {
     return MB_OK;
 }
 
+/* A TCP connection to host:port (any of its addresses, in order), each
+ * attempt given timeout_s; the socket (blocking), or -1. */
+static int tcp_connect(const char *host, int port, int timeout_s) {
+    char svc[8];
+    snprintf(svc, sizeof svc, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, svc, &hints, &res) != 0)
+        return -1;
+    int fd = -1;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+        if (fd < 0)
+            continue;
+        int err = 0;
+        socklen_t len = sizeof err;
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (connect(fd, a->ai_addr, a->ai_addrlen) != 0 &&
+            (errno != EINPROGRESS || poll(&p, 1, timeout_s * 1000) != 1 ||
+             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0)) {
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
 static mb_status imap_connect(mb_source *s) {
     mb_imap *m = (mb_imap *)s;
     int r;
@@ -403,10 +468,26 @@ static mb_status imap_connect(mb_source *s) {
     /* Enables the per-message handler path of libetpan's parser (see top). */
     mailimap_set_progress_callback(m->imap, NULL, items_progress_noop, NULL);
 
-    if (m->tls == MB_TLS_IMAPS)
-        r = mailimap_ssl_connect_with_callback(m->imap, m->host, (uint16_t)m->port, tls_setup_cb, m);
-    else
-        r = mailimap_socket_connect(m->imap, m->host, (uint16_t)m->port);
+    /* The stream is made here, not by libetpan's connect, so that the
+     * guard sees the greeting too. */
+    mb_imap_guard_init(&m->guard, &m->limits);
+    int fd = tcp_connect(m->host, m->port, m->timeout_s);
+    if (fd < 0)
+        return imap_fail(m, MAILIMAP_ERROR_CONNECTION_REFUSED, MB_ERR_NET, "connect", NULL);
+    mailstream *stream =
+        m->tls == MB_TLS_IMAPS
+            ? mailstream_ssl_open_with_callback_timeout(fd, m->timeout_s, tls_setup_cb, m)
+            : mailstream_socket_open_timeout(fd, m->timeout_s);
+    if (!stream) {
+        close(fd);
+        return imap_fail(m, m->tls == MB_TLS_IMAPS ? MAILIMAP_ERROR_SSL : MAILIMAP_ERROR_MEMORY,
+                         MB_ERR_NET, "connect", NULL);
+    }
+    if ((st = add_layer(m, stream)) != MB_OK) {
+        mailstream_close(stream);
+        goto fail_wrap;
+    }
+    r = mailimap_connect(m->imap, stream); /* the session owns the stream from here */
     if (r != MAILIMAP_NO_ERROR_AUTHENTICATED && r != MAILIMAP_NO_ERROR_NON_AUTHENTICATED)
         return imap_fail(m, r, MB_ERR_NET, "connect", NULL);
     bool preauth = r == MAILIMAP_NO_ERROR_AUTHENTICATED;
@@ -429,11 +510,11 @@ static mb_status imap_connect(mb_source *s) {
         r = mailimap_socket_starttls_with_callback(m->imap, tls_setup_cb, m);
         if (r != MAILIMAP_NO_ERROR)
             return imap_fail(m, r, MB_ERR_NET, "STARTTLS", NULL);
+        if ((st = add_layer(m, m->imap->imap_stream)) != MB_OK)
+            goto fail_wrap;
         if ((st = mb_imap_tls_verify(m->imap->imap_stream, m->ca_file, verify_name(m))) != MB_OK)
             goto fail_wrap;
     }
-    if ((st = wrap_eof(m)) != MB_OK)
-        goto fail_wrap;
     /* Capabilities from before STARTTLS must not be trusted; fetch afresh. */
     if ((st = refresh_caps(m)) != MB_OK)
         return st;
@@ -1875,26 +1956,10 @@ static int idle_line_kind(const mb_imap *m, const char *l) {
     return LINE_OTHER;
 }
 
-/* The byte count of a literal that ends the line ("{123}\r\n", "{123+}\r\n"),
- * or -1 if it ends in none. */
-static long long line_literal(const char *l, size_t len) {
-    while (len && (l[len - 1] == '\n' || l[len - 1] == '\r'))
-        len--;
-    if (len < 3 || l[len - 1] != '}')
-        return -1;
-    size_t end = len - 1, i = end;
-    if (i && l[i - 1] == '+')
-        end = --i;
-    while (i && l[i - 1] >= '0' && l[i - 1] <= '9')
-        i--;
-    if (i == end || i == 0 || l[i - 1] != '{' || end - i > 12)
-        return -1;
-    return strtoll(l + i, NULL, 10);
-}
-
 static mb_status idle_lost(mb_imap *m, const char *what) {
-    mb_status st = mb_errf(MB_ERR_NET, "imap %s:%d folder '%s': %s: connection lost or timed out",
-                           m->host, m->port, m->folder ? m->folder : "?", what);
+    mb_status st = mb_errf(MB_ERR_NET, "imap %s:%d folder '%s': %s: %s", m->host, m->port,
+                           m->folder ? m->folder : "?", what,
+                           etpan_err_str(m, MAILIMAP_ERROR_STREAM));
     drop_session(m);
     return st;
 }
@@ -1923,8 +1988,8 @@ static mb_status idle_read_line(mb_imap *m, const char *what, int *kind) {
     if (*kind == LINE_BYE)
         return idle_ended(m, what, l);
     /* A literal, then the rest of the line, which may end in another. */
-    for (long long n = line_literal(l, strlen(l)); n >= 0;
-         n = line_literal(l, strlen(l))) {
+    for (long long n = mb_imap_line_literal(l, strlen(l)); n >= 0;
+         n = mb_imap_line_literal(l, strlen(l))) {
         char sink[LITERAL_CHUNK];
         while (n > 0) {
             ssize_t r = mailstream_read(m->imap->imap_stream, sink,
@@ -1971,6 +2036,7 @@ static mb_status idle_begin(mb_imap *m, bool *changed) {
     char line[32];
     m->imap->imap_tag++; /* as libetpan numbers its commands */
     snprintf(line, sizeof line, "%d IDLE\r\n", m->imap->imap_tag);
+    mb_imap_guard_idle(&m->guard, true); /* until the tagged answer after DONE */
     mb_status st = idle_send(m, line, "IDLE");
     if (!st) st = idle_read_until(m, LINE_CONTINUE, "IDLE", changed);
     if (!st)
@@ -2199,6 +2265,12 @@ mb_status mb_source_imap_new(const mb_source_cfg *cfg, mb_source **out) {
     m->tls = cfg->tls;
     m->port = cfg->port ? cfg->port : cfg->tls == MB_TLS_IMAPS ? 993 : 143;
     m->timeout_s = cfg->timeout_s ? cfg->timeout_s : DEFAULT_TIMEOUT_S;
+    m->limits = (mb_imap_limits){
+        .max_line = MB_IMAP_MAX_LINE,
+        .max_literal = cfg->max_literal ? cfg->max_literal : MB_IMAP_MAX_LITERAL,
+        .grace_ms = m->timeout_s * 1000LL,
+        .min_rate = MB_IMAP_MIN_RATE,
+    };
     m->allow_plain_remote = cfg->allow_plain_remote;
     if (!dup_opt(cfg->host, &m->host) || !dup_opt(cfg->user, &m->user) ||
         !dup_opt(cfg->password, &m->password) || !dup_opt(cfg->xoauth2_token, &m->token) ||

@@ -16,6 +16,10 @@
  * (or the system store) and cfg->tls_name/host. Plain text is refused for a
  * host that is not loopback unless cfg->allow_plain_remote.
  *
+ * What the server sends passes a guard (guard.h) before libetpan parses it:
+ * a server that sends an endless line, announces a huge literal, never ends
+ * an answer or sends it too slowly is cut off, with MB_ERR_NET saying why.
+ *
  * The process must not die of SIGPIPE when a server drops the connection
  * mid-write: connect sets SIGPIPE to SIG_IGN if it is still SIG_DFL. */
 #ifndef MB_SOURCES_IMAP_H
