@@ -103,14 +103,32 @@ li_env() {
 }
 
 # li_no_leak: no password of the test's accounts (its $LI_W/pw-* files) appears in
-# the stage logs or in any other file the test wrote to $LI_W.
+# the stage logs or any other file the test wrote to $LI_W, in any bus record of
+# its streams (the JetStream store's files), in any row of its databases (dead
+# letters, job problems, history; pg_dump, bytea as hex so the hex form is
+# searched too), or in `mailbus jobs --json`. Run with the stages stopped,
+# before the streams and databases go.
 li_no_leak() {
-  local f pw hits ok=0
+  local f pw hex hits ok=0 i p d
+  local -a where=("$LI_W" "${LI_STAGE_DIRS[@]}")
+  mkdir -p "$LI_W/leakcheck"
+  for i in "${!LI_DBS[@]}"; do
+    pg_dump -a "${LI_ADMIN_DSN%/*}/${LI_DBS[$i]}" >"$LI_W/leakcheck/db-$i.sql" 2>&1 ||
+      { echo "FAIL: pg_dump ${LI_DBS[$i]}: $(tail -n 1 "$LI_W/leakcheck/db-$i.sql")" >&2; ok=1; }
+    MAILBUS_PG_DSN="${LI_ADMIN_DSN%/*}/${LI_DBS[$i]}" "$MB" jobs --json >"$LI_W/leakcheck/jobs-$i.json" 2>&1 ||
+      { echo "FAIL: mailbus jobs --json on ${LI_DBS[$i]}: $(tail -n 1 "$LI_W/leakcheck/jobs-$i.json")" >&2; ok=1; }
+  done
+  for p in "${LI_PREFIXES[@]}"; do
+    for d in "${MAILBUS_RUN_DIR:-$LI_SRC/run}"/nats/js/jetstream/*/streams/"${p^^}"_*; do
+      [[ -d $d ]] && where+=("$d")
+    done
+  done
   for f in "$LI_W"/pw-*; do
     [[ -f $f ]] || continue
     pw=$(head -n 1 "$f")
     [[ -n $pw ]] || continue
-    hits=$(grep -rlF -- "$pw" "$LI_W" "${LI_STAGE_DIRS[@]}" 2>/dev/null | grep -v '/pw-[^/]*$' || true)
+    hex=$(printf '%s' "$pw" | od -An -tx1 | tr -d ' \n')
+    hits=$(grep -rlaF -e "$pw" -e "$hex" "${where[@]}" 2>/dev/null | grep -v '/pw-[^/]*$' || true)
     if [[ -n $hits ]]; then
       echo "FAIL: the password in $(basename "$f") appears in: $hits" >&2
       ok=1
@@ -125,9 +143,11 @@ li_cleanup() {
   [[ -n ${LI_PROXY:-} ]] && kill "$LI_PROXY" 2>/dev/null
   for i in "${!LI_STAGE_DIRS[@]}"; do
     MAILBUS_STAGES_DIR=${LI_STAGE_DIRS[$i]} "$LI_SRC/scripts/stages" stop >/dev/null 2>&1
-    MAILBUS_PREFIX=${LI_PREFIXES[$i]} "$MB_BIN/mb-test-bus_ctl" destroy >/dev/null 2>&1
   done
   li_no_leak || rc=1
+  for i in "${!LI_PREFIXES[@]}"; do
+    MAILBUS_PREFIX=${LI_PREFIXES[$i]} "$MB_BIN/mb-test-bus_ctl" destroy >/dev/null 2>&1
+  done
   for db in "${LI_DBS[@]}"; do
     li_admin_sql "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1
   done
