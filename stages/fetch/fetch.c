@@ -111,36 +111,74 @@ static mb_status ensure_folder(mb_fetcher *f, const mb_rec_fetch *t)
     return f->folder ? MB_OK : MB_ERR_NOMEM;
 }
 
+/* Whether a FETCH that failed with s may work on a new connection: the
+ * connection was lost, the guard cut a server that broke a limit, or the
+ * answer could not be parsed (imap_fail drops the session for each). */
+static bool fetch_retryable(mb_status s) { return s == MB_ERR_NET || s == MB_ERR_INVALID; }
+
 /* Download every message not done yet, in bounded groups, reconnecting on
- * network errors up to NET_ATTEMPTS times. */
+ * network errors up to NET_ATTEMPTS times. Once a group's FETCH has failed,
+ * the rest of the task is fetched one message at a time, so that a message
+ * the server cannot deliver (a literal that lies, an answer that never ends,
+ * a connection cut at the same place every time) holds up no other: a message
+ * whose own FETCH fails NET_ATTEMPTS times is left for the next delivery of
+ * the task (the last one gives up on it alone), and the others go on. Only a
+ * failing FETCH is left behind this way: when connecting or opening the
+ * folder fails, the whole task waits. */
 static mb_status download(task_ctx *tc, const char *jobs)
 {
     mb_fetcher *f = tc->f;
     const mb_rec_fetch *t = tc->dl.t;
     uint64_t uids[MB_DL_GROUP_MAX_MSGS];
-    mb_status s = MB_OK;
+    mb_status s = MB_OK, left = MB_OK;
+    char left_why[600] = "";
     int attempts = 0;
+    bool one_by_one = false;
     size_t i = 0;
     while (i < tc->dl.n && !mb_bus_stopping()) {
         size_t j = i;
         size_t k = mb_dl_group(&tc->dl, &j, uids);
         if (k == 0)
             break; /* every message done */
+        if (one_by_one && k > 1) {
+            for (j = i; tc->dl.ms[j].done || tc->dl.ms[j].uid != uids[0]; j++)
+                ;
+            j++;
+            k = 1;
+        }
+        bool fetching = false;
         s = ensure_source(f, t->account_id, tc->d, &tc->busy);
         if (!s) s = ensure_folder(f, t);
-        if (!s) s = mb_dl_fetch(&tc->dl, f->src, uids, k);
-        if (s == MB_ERR_NET && ++attempts < NET_ATTEMPTS) {
-            char why[600];
-            snprintf(why, sizeof why, "folder '%s': FETCH failed for now (%s); "
-                     "reconnecting, attempt %d", t->folder, mb_err_last(), attempts + 1);
-            MB_WARN(jobs, f->account.name, "%s", why);
-            mb_job_problem(f->st->db, t->job, t->account_id, "fetch", why);
-            drop_source(f);
-            struct timespec ts = {attempts, 0};
-            nanosleep(&ts, NULL);
-            mb_bus_in_progress(tc->d);
-            s = MB_OK;
-            continue; /* same group again; done messages are skipped */
+        if (!s) {
+            fetching = true;
+            s = mb_dl_fetch(&tc->dl, f->src, uids, k);
+        }
+        if (s == MB_ERR_NET || (fetching && fetch_retryable(s))) {
+            if (++attempts < NET_ATTEMPTS) {
+                char why[600];
+                snprintf(why, sizeof why, "folder '%s': FETCH failed for now (%s); "
+                         "reconnecting, attempt %d", t->folder, mb_err_last(), attempts + 1);
+                MB_WARN(jobs, f->account.name, "%s", why);
+                mb_job_problem(f->st->db, t->job, t->account_id, "fetch", why);
+                drop_source(f);
+                struct timespec ts = {attempts, 0};
+                nanosleep(&ts, NULL);
+                mb_bus_in_progress(tc->d);
+                one_by_one = one_by_one || fetching;
+                s = MB_OK;
+                continue; /* same group again; done messages are skipped */
+            }
+            if (fetching && one_by_one && k == 1) {
+                snprintf(left_why, sizeof left_why, "folder '%s' UID %" PRIu64 ": %s", t->folder,
+                         uids[0], mb_err_last());
+                MB_WARN(jobs, f->account.name, "%s; left for the next delivery", left_why);
+                left = s;
+                attempts = 0;
+                drop_source(f);
+                s = MB_OK;
+                i = j;
+                continue;
+            }
         }
         if (!s) s = mb_dl_hand_on(&tc->dl);
         if (s)
@@ -150,6 +188,8 @@ static mb_status download(task_ctx *tc, const char *jobs)
     }
     if (!s && mb_bus_stopping())
         s = mb_errf(MB_ERR_STOPPED, "stopping");
+    if (!s && left)
+        s = mb_errf(left, "%s", left_why);
     return s;
 }
 
