@@ -109,18 +109,27 @@ static const char *job_cols =
     "j.parsed, j.stored, j.bytes_fetched, j.av_scanned, j.av_pending, j.av_infected, j.errors, "
     "coalesce(j.error, ''), to_char(j.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
     "extract(epoch FROM coalesce(j.finished_at, now()) - coalesce(j.started_at, j.created_at)), "
-    "(SELECT count(*) FROM sync_history h WHERE h.job_id = j.id)";
+    "(SELECT count(*) FROM sync_history h WHERE h.job_id = j.id), "
+    /* the latest `mailbus verify` that vouched for this job (verify_runs) */
+    "coalesce((SELECT json_build_object('at', to_char(v.started_at AT TIME ZONE 'UTC', "
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'deep', v.deep, 'differences', v.differences, "
+    "'missing', v.missing, 'counts', v.counts)::text FROM verify_runs v WHERE v.job_id = j.id "
+    "ORDER BY v.id DESC LIMIT 1), 'null'), "
+    "coalesce((SELECT CASE WHEN v.differences = 0 THEN 'ok' ELSE v.differences || ' diff' END "
+    "FROM verify_runs v WHERE v.job_id = j.id ORDER BY v.id DESC LIMIT 1), '-')";
 
 static const char *const job_names[] = {"id", "account", "type", "status", "total", "total_bytes",
                                         "scanned", "fetched", "parsed", "stored", "bytes",
                                         "av_scanned", "av_pending", "av_infected", "errors",
-                                        "last_problem", "created", "seconds", "problems"};
+                                        "last_problem", "created", "seconds", "problems",
+                                        "verified"};
 
 int mb_cli_jobs(int argc, char **argv)
 {
     if (mb_cli_want_help(argc, argv)) {
-        printf("usage: mailbus jobs [--json] [JOB]\n\nImport jobs, newest first: status, "
-               "counters per stage, problems.\n");
+        printf("usage: mailbus jobs [--json] [JOB]\n\nImport and sync jobs, newest first: status, "
+               "counters per stage, problems, and whether `mailbus verify` has vouched for\n"
+               "the job since (VERIFIED: ok, N diff, or - when never verified).\n");
         return 0;
     }
     bool json = false;
@@ -143,14 +152,15 @@ int mb_cli_jobs(int argc, char **argv)
     if (s)
         return mb_cli_fail("jobs", s);
     if (!json)
-        printf("%-5s %-14s %-10s %8s %8s %8s %8s %8s %6s %5s %5s %8s\n", "JOB", "ACCOUNT", "STATUS",
-               "TOTAL", "FETCHED", "PARSED", "STORED", "AV", "INFECT", "ERR", "PROB", "SECONDS");
+        printf("%-5s %-14s %-10s %8s %8s %8s %8s %8s %6s %5s %5s %8s %-9s\n", "JOB", "ACCOUNT",
+               "STATUS", "TOTAL", "FETCHED", "PARSED", "STORED", "AV", "INFECT", "ERR", "PROB",
+               "SECONDS", "VERIFIED");
     mb_buf line = MB_BUF_INIT;
     for (int i = 0; i < PQntuples(r); i++) {
         if (json) {
             mb_buf_reset(&line);
             mb_buf_putc(&line, '{');
-            for (int c = 0; c < PQnfields(r); c++) {
+            for (int c = 0; c < (int)MB_ARRAY_LEN(job_names); c++) {
                 const char *v = PQgetvalue(r, i, c);
                 mb_buf_printf(&line, "%s\"%s\":", c ? "," : "", job_names[c]);
                 bool text = c == 1 || c == 2 || c == 3 || c == 15 || c == 16;
@@ -162,11 +172,12 @@ int mb_cli_jobs(int argc, char **argv)
             mb_buf_putc(&line, '}');
             puts(mb_buf_cstr(&line));
         } else {
-            printf("%-5s %-14.14s %-10s %8s %8s %8s %8s %8s %6s %5s %5s %8.1f\n", PQgetvalue(r, i, 0),
-                   PQgetvalue(r, i, 1), PQgetvalue(r, i, 3), PQgetvalue(r, i, 4), PQgetvalue(r, i, 7),
-                   PQgetvalue(r, i, 8), PQgetvalue(r, i, 9), PQgetvalue(r, i, 11),
-                   PQgetvalue(r, i, 13), PQgetvalue(r, i, 14), PQgetvalue(r, i, 18),
-                   atof(PQgetvalue(r, i, 17)));
+            printf("%-5s %-14.14s %-10s %8s %8s %8s %8s %8s %6s %5s %5s %8.1f %-9s\n",
+                   PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 3),
+                   PQgetvalue(r, i, 4), PQgetvalue(r, i, 7), PQgetvalue(r, i, 8),
+                   PQgetvalue(r, i, 9), PQgetvalue(r, i, 11), PQgetvalue(r, i, 13),
+                   PQgetvalue(r, i, 14), PQgetvalue(r, i, 18), atof(PQgetvalue(r, i, 17)),
+                   PQgetvalue(r, i, 20));
             if (one && *PQgetvalue(r, i, 15))
                 printf("last problem: %s\n", PQgetvalue(r, i, 15));
         }

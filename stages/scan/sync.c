@@ -67,7 +67,8 @@ static const mb_db_stmt stmts[] = {
      "SELECT f.id, coalesce(f.remote_name, f.name), f.name, coalesce(f.uidvalidity, 0), "
      "coalesce(f.uidnext, 0), coalesce(f.highest_modseq, 0), f.deleted_at IS NOT NULL, "
      "f.message_count, EXISTS (SELECT 1 FROM job_folders jf WHERE jf.job_id = $2 "
-     "AND jf.folder_id = f.id) FROM folders f WHERE f.account_id = $1 ORDER BY f.id"},
+     "AND jf.folder_id = f.id), EXISTS (SELECT 1 FROM repair_items r WHERE r.folder_id = f.id) "
+     "FROM folders f WHERE f.account_id = $1 ORDER BY f.id"},
     /* Did the account's last completed import name its folders? */
     {"sync_import_chose", 1,
      "SELECT coalesce(jsonb_array_length(options->'folders'), 0) > 0 FROM sync_jobs "
@@ -120,11 +121,15 @@ static const mb_db_stmt stmts[] = {
      "AND g.folder_id = $2 AND e.id = g.email_id AND e.deleted_at IS NULL "
      "AND NOT EXISTS (SELECT 1 FROM email_locations l WHERE l.email_id = e.id)"},
     /* New messages already stored at this UIDVALIDITY and UID (a run again
-     * after a crash, a folder whose import never completed) need no fetch. */
+     * after a crash, a folder whose import never completed) need no fetch,
+     * unless `mailbus verify --repair` asked for them again. */
     {"sync_prune_stored", 3,
      "DELETE FROM job_messages m WHERE m.job_id = $1 AND m.folder_id = $2 AND EXISTS "
      "(SELECT 1 FROM email_locations l WHERE l.folder_id = $2 AND l.uidvalidity = $3 "
-     "AND l.uid = m.uid)"},
+     "AND l.uid = m.uid) AND NOT EXISTS (SELECT 1 FROM repair_items r WHERE r.folder_id = $2 "
+     "AND r.uidvalidity = $3 AND r.uid = m.uid)"},
+    /* The folder's repairs are queued (or of another UIDVALIDITY: moot). */
+    {"sync_repair_done", 1, "DELETE FROM repair_items WHERE folder_id = $1"},
     {"sync_rename", 4,
      "WITH old AS (UPDATE folders SET name = name || ' (retired ' || id || ')', remote_name = NULL, "
      "updated_at = now() "
@@ -158,6 +163,7 @@ typedef struct {
     bool done;               /* synced by this job already, before a crash: left alone
                                 (its changes applied, its new messages queued or on
                                 their way; a second look would queue them again) */
+    bool repair;             /* messages to fetch again (repair_items): read it whole */
 } known_folder;
 
 typedef struct {
@@ -201,6 +207,7 @@ static mb_status known_load(mb_db *db, uint64_t account, uint64_t job, known_lis
         uint64_t count = strtoull(PQgetvalue(r, i, 7), NULL, 10);
         f->state.exists = count > UINT32_MAX ? UINT32_MAX : (uint32_t)count;
         f->done = PQgetvalue(r, i, 8)[0] == 't';
+        f->repair = PQgetvalue(r, i, 9)[0] == 't';
         if (!f->remote || !f->name)
             s = MB_ERR_NOMEM;
     }
@@ -446,18 +453,27 @@ static mb_status sync_folder(mb_scan_rec *rec, const sync_pool *pool, mb_source 
     mb_changes_cb cb = {.changed = on_listed, .present = on_listed, .added = on_added,
                         .vanished = on_vanished, .ctx = &fs};
     mb_changes_info ci = {0};
+    bool repair = k && !k->retired && k->repair;
     if (unchanged) {
         ci.method = MB_CHANGES_UNCHANGED;
         ci.now = *unchanged;
+    } else if (!s && repair) {
+        /* Messages to fetch again: the folder is read whole, as after a
+         * reset, so that they are listed with what the fetch needs. */
+        s = mb_source_open_folder(src, fi->name, &ci.now);
+        ci.method = MB_CHANGES_RESET;
     } else if (!s) {
         s = mb_source_changes(src, fi->name, &known, &cb, &ci);
     }
     bool whole = !s && (ci.method == MB_CHANGES_RESET || !known.uidvalidity);
+    const char *method = whole && !known.uidvalidity ? "scan" : method_name(ci.method);
     if (whole) {
         /* The folder read again: every message is compared with what is
          * held (locations of another UIDVALIDITY all go). */
-        if (!event && known.uidvalidity)
+        if (!event && known.uidvalidity && ci.now.uidvalidity != known.uidvalidity)
             event = "reset";
+        else if (repair)
+            method = "repair";
         else if (!event && (!k || k->retired))
             event = "created";
         fs.uidvalidity = ci.now.uidvalidity;
@@ -480,6 +496,7 @@ static mb_status sync_folder(mb_scan_rec *rec, const sync_pool *pool, mb_source 
     if (!s && ci.method != MB_CHANGES_UNCHANGED)
         s = reconcile(&fs, whole || ci.listed, whole ? UINT64_MAX >> 1 : known.uidnext,
                       &flags_changed);
+    if (!s && repair) s = mb_db_exec_prepared(db, "sync_repair_done", 1, p + 1, NULL);
     /* rec->total counts what was scanned; the pruned ones are not added. */
     uint64_t added = 0, added_bytes = 0;
     if (!s) s = mb_scan_rec_cut(rec);
@@ -495,7 +512,7 @@ static mb_status sync_folder(mb_scan_rec *rec, const sync_pool *pool, mb_source 
         mb_job_folder jf = {.uidvalidity = ci.now.uidvalidity, .uidnext = ci.now.uidnext,
                             .highest_modseq = ci.now.highest_modseq,
                             .message_count = ci.now.exists,
-                            .method = whole && !known.uidvalidity ? "scan" : method_name(ci.method),
+                            .method = method,
                             .event = event, .old_name = old_name, .added = added,
                             .flags_changed = flags_changed, .duration_ms = mb_mono_ms() - t0};
         s = mb_job_folder_state(db, rec->job, folder_id, &jf);
@@ -511,7 +528,7 @@ static mb_status sync_folder(mb_scan_rec *rec, const sync_pool *pool, mb_source 
     if (s)
         return mb_err_wrap(s, "folder '%s'", shown);
     MB_INFO(jobs, acct, "synced %s (%s%s%s): %" PRIu64 " new%s, %" PRIu64 " flags changed",
-            shown, whole && !known.uidvalidity ? "scan" : method_name(ci.method),
+            shown, method,
             event ? ", " : "", event ? event : "", added, inl ? " (downloaded)" : "",
             flags_changed);
     return MB_OK;
@@ -648,7 +665,7 @@ static void pool_run(sync_pool *p, mb_scan_rec *rec, mb_source *src)
         bool same = false;
         mb_folder_state now;
         mb_status s = MB_OK;
-        if (kf && !kf->retired && kf->state.uidvalidity && !p->old_names[i] &&
+        if (kf && !kf->retired && kf->state.uidvalidity && !p->old_names[i] && !kf->repair &&
             (s = mb_source_unchanged(src, p->fl[i].name, &kf->state, &same, &now)))
             s = mb_err_wrap(s, "folder '%s'", p->fl[i].display ? p->fl[i].display : p->fl[i].name);
         if (!s && !same)
