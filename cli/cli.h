@@ -18,6 +18,7 @@ int mb_cli_jobs(int argc, char **argv);    /* jobs table */
 int mb_cli_watch(int argc, char **argv);   /* live progress of a job */
 int mb_cli_messages(int argc, char **argv); /* stored messages as JSON lines */
 int mb_cli_cleanup(int argc, char **argv);  /* one cleanup pass now */
+int mb_cli_export(int argc, char **argv);   /* stored mail to Maildir, mbox or .eml files */
 int mb_cli_verify(int argc, char **argv);   /* the server against what is stored */
 
 #endif

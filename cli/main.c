@@ -20,6 +20,7 @@ static const struct {
     {"jobs", mb_cli_jobs, "import and sync jobs and their progress (--json)"},
     {"watch", mb_cli_watch, "live progress of a job until it ends"},
     {"messages", mb_cli_messages, "stored messages of an account as JSON lines"},
+    {"export", mb_cli_export, "write an account's stored mail as Maildir, mbox or .eml files"},
     {"verify", mb_cli_verify, "compare what the server has with what is stored (--deep, --json)"},
     {"cleanup", mb_cli_cleanup, "purge emails deleted past the retention, remove unreferenced blobs"},
     {"migrate", mb_cli_migrate, "apply database migrations (safe to repeat)"},
