@@ -172,7 +172,7 @@ t_maildir=$((($(date +%s%N) - t0) / 1000000))
 [[ $(summary) == "$total 0 0" ]] || li_fail "maildir summary $(cat "$W/last.json"), want $total written"
 [[ -d $M2/.Projects.2024/cur && -d "$M2/.Entw&APw-rfe/cur" && -s $M2/dovecot-keywords ]] ||
   li_fail "Maildir++ layout: $(cd "$M2" && ls -a | tr '\n' ' ')"
-[[ -z $(find "$M2" -path '*/tmp/*' -type f) ]] || li_fail "files left in tmp/"
+[[ -z $(cd "$M2" && find . -path '*/tmp/*' -type f) ]] || li_fail "files left in tmp/"
 check "$M2" maildir >/dev/null
 user2_state first
 li_ok "maildir: $total messages in ${t_maildir} ms; Dovecot serves $U2 the same folders, sizes, dates, flags, keywords and bytes as $U1"
