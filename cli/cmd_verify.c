@@ -49,7 +49,8 @@ typedef struct {
     mb_buf first; /* --json: the "first" array's elements */
     bool repair;  /* --repair: collect what to fetch again */
     mb_pgarr folder_ids, uidvalidities, uids; /* repair_items to insert */
-    mb_pgarr corrupt;                         /* blobs to remove first (hex) */
+    char (*corrupt)[65];                      /* owned: blobs to remove first (hex) */
+    size_t ncorrupt;
     mb_status repair_err;                     /* out of memory while collecting */
 } printer;
 
@@ -60,8 +61,15 @@ static void collect(printer *p, const mb_verify_diff *d)
     mb_status s = mb_pgarr_add_u64(&p->folder_ids, d->folder_id);
     if (!s) s = mb_pgarr_add_u64(&p->uidvalidities, d->uidvalidity);
     if (!s) s = mb_pgarr_add_u64(&p->uids, d->uid);
-    if (!s && d->kind == MB_VERIFY_BLOB_CORRUPT && d->blob)
-        s = mb_pgarr_add_str(&p->corrupt, d->blob);
+    if (!s && d->kind == MB_VERIFY_BLOB_CORRUPT && d->blob) {
+        char(*v)[65] = mb_grow(p->corrupt, p->ncorrupt, sizeof *v);
+        if (v) {
+            p->corrupt = v;
+            snprintf(p->corrupt[p->ncorrupt++], sizeof *v, "%s", d->blob);
+        } else {
+            s = MB_ERR_NOMEM;
+        }
+    }
     p->repair_err = s;
 }
 
@@ -146,16 +154,13 @@ static mb_status repair(mb_db *db, mb_blob_store *blobs, const mb_account *a, pr
     if (p->repair_err)
         return p->repair_err;
     PGresult *r;
-    const char *cp[] = {mb_pgarr_cstr(&p->corrupt)};
-    mb_status s = mb_db_query(db, "SELECT DISTINCT unnest($1::text[])", 1, cp, &r);
-    for (int i = 0; !s && i < PQntuples(r); i++) {
+    mb_status s = MB_OK;
+    for (size_t i = 0; !s && i < p->ncorrupt; i++) { /* a blob named twice: ENOENT */
         char path[4096];
-        s = mb_blob_path(blobs, PQgetvalue(r, i, 0), path, sizeof path);
+        s = mb_blob_path(blobs, p->corrupt[i], path, sizeof path);
         if (!s && unlink(path) != 0 && errno != ENOENT)
             s = mb_errf(MB_ERR_IO, "removing the corrupt blob %s: %s", path, strerror(errno));
     }
-    if (!s)
-        PQclear(r);
     const char *ip[] = {mb_pgarr_cstr(&p->folder_ids), mb_pgarr_cstr(&p->uidvalidities),
                         mb_pgarr_cstr(&p->uids)};
     if (!s && p->uids.n) s = mb_db_query(db,
@@ -185,7 +190,7 @@ int mb_cli_verify(int argc, char **argv)
     const char *account = NULL, *folders = NULL;
     bool deep = false;
     printer p = {.limit = 20, .first = MB_BUF_INIT, .folder_ids = MB_PGARR_INIT,
-                 .uidvalidities = MB_PGARR_INIT, .uids = MB_PGARR_INIT, .corrupt = MB_PGARR_INIT};
+                 .uidvalidities = MB_PGARR_INIT, .uids = MB_PGARR_INIT};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--folders") && i + 1 < argc) folders = argv[++i];
         else if (!strcmp(argv[i], "--deep")) deep = true;
@@ -255,6 +260,6 @@ int mb_cli_verify(int argc, char **argv)
     mb_pgarr_free(&p.folder_ids);
     mb_pgarr_free(&p.uidvalidities);
     mb_pgarr_free(&p.uids);
-    mb_pgarr_free(&p.corrupt);
+    free(p.corrupt);
     return rc;
 }
